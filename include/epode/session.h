@@ -1,0 +1,170 @@
+/* epode — the sans-I/O XMPP session (L1).
+ *
+ * The session speaks XMPP over whatever carries its bytes. It owns no socket
+ * and reads no clock: the host feeds it received bytes and the current time
+ * (milliseconds on any monotonic clock), takes the bytes it wants written, and
+ * receives events. It reports the next moment it needs a tick.
+ *
+ *   host                              session
+ *   ----                              -------
+ *   epode_session_start(now, tls)  -> stream header queued
+ *   epode_session_peek_output()    <- bytes to write; consume_output(n)
+ *   epode_session_recv(bytes, now) -> parse, negotiate, dispatch handlers
+ *   EPODE_EV_STARTTLS              <- host runs TLS, then epode_session_tls_done()
+ *   epode_session_tick(now)        -> timers, iq timeouts
+ *   epode_session_next_deadline()  <- when to tick next
+ *
+ * Negotiation: stream open, STARTTLS (required unless the config allows
+ * plaintext), SASL (PLAIN, SCRAM-SHA-1, SCRAM-SHA-256 and -PLUS when channel
+ * binding data is available), stream restart, resource binding, and the
+ * legacy session request when a server marks it mandatory. Then
+ * EPODE_EV_READY.
+ *
+ * Stanzas sent before the session is ready are queued (bounded by
+ * EPODE_LIMIT_SEND_QUEUE) and go out, in order, once it is. */
+#ifndef EPODE_SESSION_H
+#define EPODE_SESSION_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "error.h"
+#include "stanza.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct epode_session epode_session;
+
+typedef enum epode_state {
+  EPODE_STATE_IDLE = 0,       /* created, not started */
+  EPODE_STATE_RESOLVING,      /* (connection only) DNS */
+  EPODE_STATE_CONNECTING,     /* (connection only) TCP connect */
+  EPODE_STATE_TLS_HANDSHAKE,  /* (connection only) TLS handshake in progress */
+  EPODE_STATE_OPENING,        /* stream header sent, waiting for features */
+  EPODE_STATE_STARTTLS,       /* <proceed/> received; waiting for the host's TLS */
+  EPODE_STATE_AUTHENTICATING, /* SASL exchange */
+  EPODE_STATE_BINDING,        /* resource binding (and legacy session) */
+  EPODE_STATE_READY,          /* stanzas flow */
+  EPODE_STATE_CLOSING,        /* </stream:stream> sent, waiting for the peer's */
+  EPODE_STATE_CLOSED          /* finished; see epode_session_failure() */
+} epode_state;
+
+const char *epode_state_name(epode_state state);
+
+/* Why something failed, as precisely as the peer said it. */
+typedef struct epode_failure {
+  epode_err err;         /* EPODE_OK if nothing failed */
+  const char *condition; /* stream-error or SASL condition ("not-authorized"), or NULL */
+  const char *text;      /* the server's <text/>, or NULL */
+  const char *mechanism; /* SASL mechanism tried, for auth failures, or NULL */
+  const char *detail;    /* epode's own explanation, never NULL */
+} epode_failure;
+
+typedef enum epode_event_type {
+  EPODE_EV_STATE = 0, /* state changed: ev->state */
+  EPODE_EV_STARTTLS,  /* start TLS on the transport now, then epode_session_tls_done() */
+  EPODE_EV_READY,     /* resource bound: ev->jid is the full JID */
+  EPODE_EV_ERROR,     /* fatal: ev->failure says why; EPODE_EV_CLOSED follows */
+  EPODE_EV_CLOSED     /* stream over; ev->failure->err is EPODE_OK for a clean close */
+} epode_event_type;
+
+typedef struct epode_event {
+  epode_event_type type;
+  epode_state state;
+  const char *jid;
+  const epode_failure *failure;
+} epode_event;
+
+typedef void (*epode_event_fn)(const epode_event *ev, void *ud);
+
+/* What the transport learnt from TLS. Channel binding data unlocks the
+ * SCRAM -PLUS mechanisms. Any pointer may be NULL (length 0). */
+typedef struct epode_tls_info {
+  int version; /* 0x0303 for TLS 1.2, 0x0304 for TLS 1.3 */
+  const unsigned char *tls_unique;
+  size_t tls_unique_len;
+  const unsigned char *tls_exporter; /* RFC 9266, 32 bytes */
+  size_t tls_exporter_len;
+  const unsigned char *tls_server_end_point; /* RFC 5929 */
+  size_t tls_server_end_point_len;
+} epode_tls_info;
+
+epode_err epode_session_new(epode_session **out, const epode_config *cfg);
+void epode_session_free(epode_session *s);
+void epode_session_set_event_cb(epode_session *s, epode_event_fn fn, void *ud);
+
+/* Opens the stream. `tls` is non-NULL when the transport is already
+ * encrypted (direct TLS), NULL for a plaintext start (STARTTLS follows). */
+epode_err epode_session_start(epode_session *s, uint64_t now_ms, const epode_tls_info *tls);
+/* Feeds received bytes. Returns the fatal error if the input ended the
+ * session (the EPODE_EV_ERROR event carries the details). */
+epode_err epode_session_recv(epode_session *s, const void *data, size_t len, uint64_t now_ms);
+/* The transport closed. */
+epode_err epode_session_eof(epode_session *s, uint64_t now_ms);
+/* After EPODE_EV_STARTTLS: the TLS handshake finished; the stream restarts. */
+epode_err epode_session_tls_done(epode_session *s, const epode_tls_info *tls, uint64_t now_ms);
+/* Runs timers and timeouts due at `now_ms`. */
+epode_err epode_session_tick(epode_session *s, uint64_t now_ms);
+/* Absolute time of the next timer, or -1 if none. */
+int64_t epode_session_next_deadline(const epode_session *s);
+
+/* Output. peek returns the pending bytes (NULL/0 if none); consume drops the
+ * first `n` of them after the transport took them. */
+const void *epode_session_peek_output(const epode_session *s, size_t *len);
+void epode_session_consume_output(epode_session *s, size_t n);
+size_t epode_session_output_len(const epode_session *s);
+
+/* Sends a stanza (serialised at once; the caller keeps `st`). Before READY it
+ * is queued: EPODE_ERR_QUEUE_FULL when EPODE_LIMIT_SEND_QUEUE is reached,
+ * EPODE_ERR_STATE once the session is closing or closed. */
+epode_err epode_session_send(epode_session *s, const epode_stanza *st);
+/* Sends raw XML, which must be one or more complete elements. */
+epode_err epode_session_send_raw(epode_session *s, const char *xml, size_t len);
+
+/* Sends an iq get/set and calls `fn` once: with the result or error reply
+ * (err EPODE_OK; check its type), or with reply NULL and err
+ * EPODE_ERR_TIMEOUT / EPODE_ERR_CLOSED. An id is generated if `iq` has none.
+ * timeout_ms 0 uses EPODE_TIMEOUT_IQ. */
+typedef void (*epode_iq_fn)(epode_session *s, const epode_stanza *reply, epode_err err, void *ud);
+epode_err epode_session_send_iq(epode_session *s, const epode_stanza *iq, uint32_t timeout_ms,
+                                epode_iq_fn fn, void *ud);
+
+/* Handlers for incoming stanzas once the session is ready. Each filter may be
+ * NULL (match anything): `name` the stanza's element name, `ns` the stanza's
+ * namespace or that of one of its direct children, `type` its type
+ * attribute. Return EPODE_HANDLER_KEEP to stay registered. An iq get/set
+ * that no handler matched is answered with service-unavailable. */
+#define EPODE_HANDLER_REMOVE 0
+#define EPODE_HANDLER_KEEP 1
+typedef int (*epode_handler_fn)(epode_session *s, const epode_stanza *st, void *ud);
+epode_err epode_session_add_handler(epode_session *s, const char *name, const char *ns,
+                                    const char *type, epode_handler_fn fn, void *ud);
+/* Removes every handler registered with this fn and ud. */
+epode_err epode_session_remove_handler(epode_session *s, epode_handler_fn fn, void *ud);
+
+/* Timed handlers: `fn` runs every `period_ms` while it returns KEEP. */
+typedef int (*epode_timed_fn)(epode_session *s, void *ud);
+epode_err epode_session_add_timed_handler(epode_session *s, uint32_t period_ms,
+                                          epode_timed_fn fn, void *ud);
+epode_err epode_session_remove_timed_handler(epode_session *s, epode_timed_fn fn, void *ud);
+
+/* Closes the stream cleanly (</stream:stream>, then waits for the peer's). */
+epode_err epode_session_close(epode_session *s);
+
+epode_state epode_session_state(const epode_session *s);
+/* The bound full JID once READY, else NULL. */
+const char *epode_session_jid(const epode_session *s);
+/* The failure that closed the session (err EPODE_OK while none). Never NULL. */
+const epode_failure *epode_session_failure(const epode_session *s);
+/* Writes a fresh unique id ("ep-" + 16 hex digits) into buf (size >= 20). */
+epode_err epode_session_new_id(epode_session *s, char *buf, size_t size);
+const epode_mem *epode_session_mem(const epode_session *s);
+const epode_config *epode_session_config(const epode_session *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

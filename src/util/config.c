@@ -1,0 +1,210 @@
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/rand.h>
+
+#include "limits.h"
+#include "util/alloc.h"
+#include "epode/jid.h"
+#include "util/config_int.h"
+
+int epode__random_default(void *ud, unsigned char *buf, size_t len) {
+  (void)ud;
+  while (len) {
+    int n = len > 1u << 30 ? 1 << 30 : (int)len;
+    if (RAND_bytes(buf, n) != 1) return -1;
+    buf += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+epode_err epode_config_new(epode_config **out, const epode_mem *mem) {
+  if (!out) return EPODE_ERR_INVAL;
+  *out = NULL;
+  epode_config *c = epode__calloc(mem, sizeof *c);
+  if (!c) return EPODE_ERR_NOMEM;
+  c->mem = *epode__mem_or_default(mem);
+  c->tls_mode = EPODE_TLS_AUTO;
+  c->limits[EPODE_LIMIT_STANZA_BYTES] = EPODE_DEFAULT_MAX_STANZA_BYTES;
+  c->limits[EPODE_LIMIT_DEPTH] = EPODE_DEFAULT_MAX_DEPTH;
+  c->limits[EPODE_LIMIT_ATTRS] = EPODE_DEFAULT_MAX_ATTRS;
+  c->limits[EPODE_LIMIT_SEND_QUEUE] = EPODE_DEFAULT_SEND_QUEUE;
+  c->limits[EPODE_LIMIT_OUTPUT_BYTES] = EPODE_DEFAULT_OUTPUT_BYTES;
+  c->limits[EPODE_LIMIT_SASL_ROUNDS] = EPODE_DEFAULT_SASL_ROUNDS;
+  c->limits[EPODE_LIMIT_SCRAM_ITER_MIN] = EPODE_DEFAULT_SCRAM_ITER_MIN;
+  c->limits[EPODE_LIMIT_SCRAM_ITER_MAX] = EPODE_DEFAULT_SCRAM_ITER_MAX;
+  c->timeouts[EPODE_TIMEOUT_CONNECT] = EPODE_DEFAULT_TIMEOUT_CONNECT;
+  c->timeouts[EPODE_TIMEOUT_TLS] = EPODE_DEFAULT_TIMEOUT_TLS;
+  c->timeouts[EPODE_TIMEOUT_NEGOTIATION] = EPODE_DEFAULT_TIMEOUT_NEGOTIATION;
+  c->timeouts[EPODE_TIMEOUT_IQ] = EPODE_DEFAULT_TIMEOUT_IQ;
+  c->timeouts[EPODE_TIMEOUT_CLOSE] = EPODE_DEFAULT_TIMEOUT_CLOSE;
+  c->log_level = EPODE_LOG_ERROR;
+  c->random_fn = epode__random_default;
+  *out = c;
+  return EPODE_OK;
+}
+
+void epode_config_free(epode_config *c) {
+  if (!c) return;
+  epode_mem mem = c->mem;
+  epode__free(&mem, c->jid);
+  epode__free_secret(&mem, c->password);
+  epode__free(&mem, c->resource);
+  epode__free(&mem, c->server_host);
+  epode__free(&mem, c->cafile);
+  epode__free(&mem, c);
+}
+
+static epode_err set_str(epode_config *c, char **field, const char *v) {
+  char *d = NULL;
+  if (v && !(d = epode__strdup(&c->mem, v))) return EPODE_ERR_NOMEM;
+  if (field == &c->password)
+    epode__free_secret(&c->mem, *field);
+  else
+    epode__free(&c->mem, *field);
+  *field = d;
+  return EPODE_OK;
+}
+
+epode_err epode_config_clone(epode_config **out, const epode_config *src) {
+  if (!out || !src) return EPODE_ERR_INVAL;
+  epode_config *c;
+  epode_err e = epode_config_new(&c, &src->mem);
+  if (e) return e;
+  char *const *strs[] = {&src->jid, &src->password, &src->resource, &src->server_host,
+                         &src->cafile};
+  char **dsts[] = {&c->jid, &c->password, &c->resource, &c->server_host, &c->cafile};
+  for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) {
+    if ((e = set_str(c, dsts[i], *strs[i]))) {
+      epode_config_free(c);
+      return e;
+    }
+  }
+  c->server_port = src->server_port;
+  c->tls_mode = src->tls_mode;
+  c->flags = src->flags;
+  memcpy(c->limits, src->limits, sizeof c->limits);
+  memcpy(c->timeouts, src->timeouts, sizeof c->timeouts);
+  c->log_fn = src->log_fn;
+  c->log_ud = src->log_ud;
+  c->log_level = src->log_level;
+  c->random_fn = src->random_fn;
+  c->random_ud = src->random_ud;
+  *out = c;
+  return EPODE_OK;
+}
+
+epode_err epode_config_set_jid(epode_config *c, const char *jid) {
+  if (!c || !jid) return EPODE_ERR_INVAL;
+  epode_err e = epode_jid_validate(jid);
+  if (e) return e;
+  return set_str(c, &c->jid, jid);
+}
+
+const char *epode_config_jid(const epode_config *c) { return c ? c->jid : NULL; }
+
+epode_err epode_config_set_password(epode_config *c, const char *pw) {
+  if (!c) return EPODE_ERR_INVAL;
+  return set_str(c, &c->password, pw);
+}
+
+epode_err epode_config_set_resource(epode_config *c, const char *r) {
+  if (!c) return EPODE_ERR_INVAL;
+  if (r && (!*r || strlen(r) > 1023)) return EPODE_ERR_INVAL;
+  return set_str(c, &c->resource, r);
+}
+
+epode_err epode_config_set_server(epode_config *c, const char *host, uint16_t port) {
+  if (!c) return EPODE_ERR_INVAL;
+  if (host && !*host) return EPODE_ERR_INVAL;
+  epode_err e = set_str(c, &c->server_host, host);
+  if (!e) c->server_port = port;
+  return e;
+}
+
+epode_err epode_config_set_tls_mode(epode_config *c, epode_tls_mode m) {
+  if (!c || (m != EPODE_TLS_AUTO && m != EPODE_TLS_STARTTLS && m != EPODE_TLS_DIRECT))
+    return EPODE_ERR_INVAL;
+  c->tls_mode = m;
+  return EPODE_OK;
+}
+
+epode_tls_mode epode_config_tls_mode(const epode_config *c) { return c->tls_mode; }
+
+epode_err epode_config_set_cafile(epode_config *c, const char *path) {
+  if (!c) return EPODE_ERR_INVAL;
+  return set_str(c, &c->cafile, path);
+}
+
+epode_err epode_config_set_flags(epode_config *c, unsigned flags) {
+  if (!c || (flags & ~(unsigned)(EPODE_CFG_ALLOW_PLAINTEXT | EPODE_CFG_TLS_NO_VERIFY)))
+    return EPODE_ERR_INVAL;
+  c->flags = flags;
+  return EPODE_OK;
+}
+
+unsigned epode_config_flags(const epode_config *c) { return c->flags; }
+
+epode_err epode_config_set_limit(epode_config *c, epode_limit which, uint64_t v) {
+  if (!c || (unsigned)which >= EPODE_LIMIT_COUNT_ || v == 0) return EPODE_ERR_INVAL;
+  c->limits[which] = v;
+  return EPODE_OK;
+}
+
+uint64_t epode_config_limit(const epode_config *c, epode_limit which) {
+  return (unsigned)which < EPODE_LIMIT_COUNT_ ? c->limits[which] : 0;
+}
+
+epode_err epode_config_set_timeout(epode_config *c, epode_timeout which, uint32_t ms) {
+  if (!c || (unsigned)which >= EPODE_TIMEOUT_COUNT_) return EPODE_ERR_INVAL;
+  c->timeouts[which] = ms;
+  return EPODE_OK;
+}
+
+uint32_t epode_config_timeout(const epode_config *c, epode_timeout which) {
+  return (unsigned)which < EPODE_TIMEOUT_COUNT_ ? c->timeouts[which] : 0;
+}
+
+epode_err epode_config_set_log(epode_config *c, epode_log_fn fn, void *ud, epode_log_level lvl) {
+  if (!c) return EPODE_ERR_INVAL;
+  c->log_fn = fn;
+  c->log_ud = ud;
+  c->log_level = lvl;
+  return EPODE_OK;
+}
+
+epode_err epode_config_set_random(epode_config *c, epode_random_fn fn, void *ud) {
+  if (!c) return EPODE_ERR_INVAL;
+  c->random_fn = fn ? fn : epode__random_default;
+  c->random_ud = fn ? ud : NULL;
+  return EPODE_OK;
+}
+
+const epode_mem *epode_config_mem(const epode_config *c) { return &c->mem; }
+
+void epode__log(const epode_config *cfg, epode_log_level lvl, const char *area, const char *fmt,
+                ...) {
+  if (!EPODE__LOG_ON(cfg, lvl)) return;
+  char small[512];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(small, sizeof small, fmt, ap);
+  va_end(ap);
+  if (n < 0) return;
+  if ((size_t)n < sizeof small) {
+    cfg->log_fn(cfg->log_ud, lvl, area, small);
+    return;
+  }
+  char *big = epode__alloc(&cfg->mem, (size_t)n + 1);
+  if (!big) {
+    cfg->log_fn(cfg->log_ud, lvl, area, small); /* truncated beats nothing */
+    return;
+  }
+  va_start(ap, fmt);
+  vsnprintf(big, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  cfg->log_fn(cfg->log_ud, lvl, area, big);
+  epode__free(&cfg->mem, big);
+}

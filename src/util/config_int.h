@@ -1,0 +1,36 @@
+/* The configuration's fields, for the library's own layers. */
+#ifndef EPODE_SRC_UTIL_CONFIG_INT_H
+#define EPODE_SRC_UTIL_CONFIG_INT_H
+
+#include <stdint.h>
+
+#include "epode/config.h"
+
+struct epode_config {
+  epode_mem mem;
+  char *jid;
+  char *password;
+  char *resource;
+  char *server_host; /* NULL: resolve the JID's domain */
+  uint16_t server_port;
+  char *cafile;
+  epode_tls_mode tls_mode;
+  unsigned flags;
+  uint64_t limits[EPODE_LIMIT_COUNT_];
+  uint32_t timeouts[EPODE_TIMEOUT_COUNT_];
+  epode_log_fn log_fn;
+  void *log_ud;
+  epode_log_level log_level;
+  epode_random_fn random_fn;
+  void *random_ud;
+};
+
+/* The default random source (OpenSSL RAND_bytes). */
+int epode__random_default(void *ud, unsigned char *buf, size_t len);
+
+/* Logging helpers: check the level before formatting anything. */
+#define EPODE__LOG_ON(cfg, lvl) ((cfg)->log_fn && (lvl) <= (cfg)->log_level)
+void epode__log(const epode_config *cfg, epode_log_level lvl, const char *area, const char *fmt,
+                ...) __attribute__((format(printf, 4, 5)));
+
+#endif
