@@ -1,0 +1,697 @@
+/* The sans-I/O session: stream open, features, STARTTLS as an event, SASL,
+ * stream restarts, resource binding, clean close, stream errors.
+ *
+ * Everything that arrives goes through one path: bytes → parser → stanza
+ * callback → on_element(), which acts according to `neg` (where negotiation
+ * stands). Nothing here touches a socket or a clock. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "limits.h"
+#include "session/session_int.h"
+#include "util/alloc.h"
+
+static const char *const state_names[] = {
+    "idle",  "resolving",      "connecting", "tls-handshake", "opening", "starttls",
+    "authenticating", "binding", "ready", "closing", "closed"};
+
+const char *epode_state_name(epode_state st) {
+  return (unsigned)st < sizeof state_names / sizeof *state_names ? state_names[st] : "unknown";
+}
+
+static void emit(epode_session *s, epode_event_type type) {
+  if (!s->ev_fn) return;
+  epode_event ev;
+  memset(&ev, 0, sizeof ev);
+  ev.type = type;
+  ev.state = s->state;
+  ev.jid = s->bound_jid;
+  ev.failure = &s->failure;
+  s->ev_fn(&ev, s->ev_ud);
+}
+
+void epode__session_set_state(epode_session *s, epode_state st) {
+  if (s->state == st) return;
+  s->state = st;
+  epode__log(s->cfg, EPODE_LOG_DEBUG, "session", "state %s", epode_state_name(st));
+  emit(s, EPODE_EV_STATE);
+}
+
+/* ------------------------------------------------------------------ output */
+
+void epode__session_log_out(epode_session *s, const char *data, size_t len) {
+  if (!EPODE__LOG_ON(s->cfg, EPODE_LOG_TRAFFIC)) return;
+  epode__log(s->cfg, EPODE_LOG_TRAFFIC, "xml-out", "%.*s", (int)len, data);
+}
+
+epode_err epode__session_write(epode_session *s, const char *data, size_t len) {
+  /* Compact lazily so partial writes by the transport stay O(n). */
+  if (s->out_off && s->out_off == s->out.len) {
+    epode__buf_reset(&s->out);
+    s->out_off = 0;
+  } else if (s->out_off > 4096 && s->out_off > s->out.len / 2) {
+    epode__buf_consume(&s->out, s->out_off);
+    s->out_off = 0;
+  }
+  epode_err e = epode__buf_append(&s->out, data, len);
+  if (e == EPODE_ERR_LIMIT) return EPODE_ERR_QUEUE_FULL;
+  return e;
+}
+
+epode_err epode__session_write_stanza(epode_session *s, const epode_stanza *st) {
+  char *xml;
+  size_t len;
+  epode_err e = epode_stanza_to_string(st, EPODE_NS_CLIENT, &xml, &len);
+  if (e) return e;
+  e = epode__session_write(s, xml, len);
+  if (!e) epode__session_log_out(s, xml, len);
+  epode__free(s->mem, xml);
+  return e;
+}
+
+const void *epode_session_peek_output(const epode_session *s, size_t *len) {
+  size_t n = s->out.len - s->out_off;
+  if (len) *len = n;
+  return n ? s->out.data + s->out_off : NULL;
+}
+
+void epode_session_consume_output(epode_session *s, size_t n) {
+  size_t avail = s->out.len - s->out_off;
+  s->out_off += n < avail ? n : avail;
+  if (s->out_off == s->out.len) {
+    epode__buf_reset(&s->out);
+    s->out_off = 0;
+  }
+}
+
+size_t epode_session_output_len(const epode_session *s) { return s->out.len - s->out_off; }
+
+/* ------------------------------------------------------------------ failure */
+
+static void set_str(epode_session *s, char **field, const char *v, size_t max) {
+  epode__free(s->mem, *field);
+  *field = NULL;
+  if (!v) return;
+  size_t n = strlen(v);
+  *field = epode__strndup(s->mem, v, n > max ? max : n);
+}
+
+static void finish_closed(epode_session *s) {
+  if (s->closed_emitted) return;
+  s->closed_emitted = 1;
+  s->neg_deadline = s->close_deadline = 0;
+  epode__sasl_clear(s);
+  epode__queue_clear(s);
+  epode__iqs_cancel(s, s->failure.err ? s->failure.err : EPODE_ERR_CLOSED);
+  epode__session_set_state(s, EPODE_STATE_CLOSED);
+  emit(s, EPODE_EV_CLOSED);
+}
+
+epode_err epode__session_fail(epode_session *s, epode_err err, const char *stream_cond,
+                              const char *condition, const char *text, const char *fmt, ...) {
+  if (s->state == EPODE_STATE_CLOSED) return err;
+  char detail[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(detail, sizeof detail, fmt, ap);
+  va_end(ap);
+  set_str(s, &s->f_detail, detail, sizeof detail);
+  set_str(s, &s->f_condition, condition, 128);
+  set_str(s, &s->f_text, text, EPODE_MAX_ERROR_TEXT_BYTES);
+  set_str(s, &s->f_mechanism, err == EPODE_ERR_AUTH || err == EPODE_ERR_SASL_PROTOCOL ||
+                                      err == EPODE_ERR_SASL_SIGNATURE
+                                  ? s->mech_name
+                                  : NULL,
+          64);
+  s->failure.err = err;
+  s->failure.condition = s->f_condition;
+  s->failure.text = s->f_text;
+  s->failure.mechanism = s->f_mechanism;
+  s->failure.detail = s->f_detail ? s->f_detail : epode_strerror(err);
+  epode__log(s->cfg, EPODE_LOG_ERROR, "session", "%s: %s", epode_strerror(err), detail);
+
+  /* Tell the peer why, if the stream is still open in our direction. */
+  if (stream_cond && s->state >= EPODE_STATE_OPENING && s->state < EPODE_STATE_CLOSING &&
+      s->neg != NEG_WAIT_TLS) {
+    char buf[256];
+    int n = snprintf(buf, sizeof buf,
+                     "<stream:error><%s xmlns='" EPODE_NS_STREAM_ERRORS
+                     "'/></stream:error></stream:stream>",
+                     stream_cond);
+    if (n > 0 && (size_t)n < sizeof buf && !epode__session_write(s, buf, (size_t)n))
+      epode__session_log_out(s, buf, (size_t)n);
+  } else if (s->state >= EPODE_STATE_OPENING && s->state < EPODE_STATE_CLOSING &&
+             s->neg != NEG_WAIT_TLS && err != EPODE_ERR_EOF) {
+    static const char close_tag[] = "</stream:stream>";
+    if (!epode__session_write(s, close_tag, sizeof close_tag - 1))
+      epode__session_log_out(s, close_tag, sizeof close_tag - 1);
+  }
+  emit(s, EPODE_EV_ERROR);
+  finish_closed(s);
+  return err;
+}
+
+const epode_failure *epode_session_failure(const epode_session *s) { return &s->failure; }
+
+/* ------------------------------------------------------------------ stream */
+
+static epode_err open_stream(epode_session *s) {
+  epode__buf hdr;
+  epode__buf_init(&hdr, s->mem, 0);
+  const char *domain = epode_jid_domain(s->jid);
+  epode_err e = epode__buf_append_str(&hdr, "<?xml version='1.0'?><stream:stream to='");
+  if (!e) e = epode__buf_append_escaped(&hdr, domain, strlen(domain), 1);
+  if (!e && s->secure && epode_jid_local(s->jid)) {
+    /* RFC 6120 §4.7.1: include 'from' once the stream is protected. */
+    const char *bare = epode_jid_bare(s->jid);
+    e = epode__buf_append_str(&hdr, "' from='");
+    if (!e) e = epode__buf_append_escaped(&hdr, bare, strlen(bare), 1);
+  }
+  if (!e)
+    e = epode__buf_append_str(&hdr, "' version='1.0' xml:lang='en' xmlns='" EPODE_NS_CLIENT
+                                    "' xmlns:stream='" EPODE_NS_STREAMS "'>");
+  if (!e) e = epode__session_write(s, hdr.data, hdr.len);
+  if (!e) epode__session_log_out(s, hdr.data, hdr.len);
+  epode__buf_free(&hdr);
+  if (e) return e;
+  s->neg = NEG_WAIT_FEATURES;
+  return EPODE_OK;
+}
+
+/* Restarts the stream after TLS or SASL: a fresh parser document and a new
+ * header (RFC 6120 §5.3.2, §6.4.6). */
+static epode_err restart_stream(epode_session *s) {
+  epode_err e = epode__xml_parser_reset(s->parser);
+  if (e) return e;
+  epode__free(s->mem, s->stream_id);
+  s->stream_id = NULL;
+  return open_stream(s);
+}
+
+static epode_err cb_stream_start(void *ud, const char *name, const char *ns,
+                                 const char *default_ns, const char **attrs) {
+  epode_session *s = ud;
+  if (EPODE__LOG_ON(s->cfg, EPODE_LOG_TRAFFIC)) {
+    epode__buf b;
+    epode__buf_init(&b, s->mem, 0);
+    epode__buf_append_str(&b, "<stream:stream");
+    for (size_t i = 0; attrs && attrs[i]; i += 2)
+      epode__buf_printf(&b, " %s='%s'", attrs[i], attrs[i + 1]);
+    epode__buf_append_str(&b, ">");
+    if (b.data) epode__log(s->cfg, EPODE_LOG_TRAFFIC, "xml-in", "%s", b.data);
+    epode__buf_free(&b);
+  }
+  if (strcmp(name, "stream") != 0 || !ns || strcmp(ns, EPODE_NS_STREAMS) != 0)
+    return epode__session_fail(s, EPODE_ERR_PROTOCOL, "invalid-namespace", NULL, NULL,
+                               "the server opened <%s> in namespace '%s' instead of a stream",
+                               name, ns ? ns : "");
+  if (!default_ns || strcmp(default_ns, EPODE_NS_CLIENT) != 0)
+    return epode__session_fail(s, EPODE_ERR_PROTOCOL, "invalid-namespace", NULL, NULL,
+                               "the server's stream has default namespace '%s', not jabber:client",
+                               default_ns ? default_ns : "");
+  const char *version = NULL;
+  for (size_t i = 0; attrs && attrs[i]; i += 2) {
+    if (!strcmp(attrs[i], "id")) {
+      epode__free(s->mem, s->stream_id);
+      s->stream_id = epode__strndup(s->mem, attrs[i + 1],
+                                    strnlen(attrs[i + 1], EPODE_MAX_STREAM_ID_BYTES));
+    } else if (!strcmp(attrs[i], "version")) {
+      version = attrs[i + 1];
+    }
+  }
+  if (!version || strncmp(version, "1.", 2) != 0)
+    return epode__session_fail(s, EPODE_ERR_PROTOCOL, "unsupported-version", NULL, NULL,
+                               "the server speaks stream version '%s'; XMPP 1.0 is required",
+                               version ? version : "(none, pre-XMPP)");
+  return EPODE_OK;
+}
+
+static void log_in(epode_session *s, const epode_stanza *st) {
+  if (!EPODE__LOG_ON(s->cfg, EPODE_LOG_TRAFFIC)) return;
+  const char *ns = epode_stanza_ns(st);
+  if (ns && !strcmp(ns, EPODE_NS_SASL) && epode_stanza_first_child(st) &&
+      epode_stanza_is_text(epode_stanza_first_child(st))) {
+    epode__log(s->cfg, EPODE_LOG_TRAFFIC, "xml-in", "<%s xmlns='%s'>[redacted]</%s>",
+               epode_stanza_name(st), ns, epode_stanza_name(st));
+    return;
+  }
+  char *xml;
+  size_t len;
+  if (epode_stanza_to_string(st, EPODE_NS_CLIENT, &xml, &len) == EPODE_OK) {
+    epode__log(s->cfg, EPODE_LOG_TRAFFIC, "xml-in", "%s", xml);
+    epode__free(s->mem, xml);
+  }
+}
+
+static const char *error_condition(const epode_stanza *err, const char *ns, const char **text) {
+  const char *cond = NULL;
+  *text = NULL;
+  for (epode_stanza *c = epode_stanza_first_child(err); c; c = epode_stanza_next_sibling(c)) {
+    if (epode_stanza_is_text(c)) continue;
+    const char *cns = epode_stanza_ns(c);
+    if (!cns || strcmp(cns, ns) != 0) continue;
+    if (!strcmp(epode_stanza_name(c), "text"))
+      *text = epode_stanza_text(c);
+    else if (!cond)
+      cond = epode_stanza_name(c);
+  }
+  return cond;
+}
+
+static epode_err handle_stream_error(epode_session *s, const epode_stanza *st) {
+  const char *text;
+  const char *cond = error_condition(st, EPODE_NS_STREAM_ERRORS, &text);
+  /* The server closes the stream after an error; we answer with our close. */
+  return epode__session_fail(s, EPODE_ERR_STREAM, NULL, cond ? cond : "undefined-condition",
+                             text, "the server ended the stream with <%s/>%s%s",
+                             cond ? cond : "undefined-condition", text ? ": " : "",
+                             text ? text : "");
+}
+
+static epode_err send_bind(epode_session *s) {
+  char id[24];
+  epode_err e = epode_session_new_id(s, id, sizeof id);
+  if (e) return e;
+  epode_stanza *iq, *bind, *res;
+  if ((e = epode_iq_new(&iq, s->mem, "set", id))) return e;
+  e = epode_stanza_add_child_new(&bind, iq, "bind", EPODE_NS_BIND);
+  const char *resource = s->cfg->resource ? s->cfg->resource : epode_jid_resource(s->jid);
+  if (!e && resource) {
+    e = epode_stanza_add_child_new(&res, bind, "resource", NULL);
+    if (!e) e = epode_stanza_add_text(res, resource, strlen(resource));
+  }
+  if (!e) e = epode__session_write_stanza(s, iq);
+  epode_stanza_free(iq);
+  if (e) return e;
+  epode__free(s->mem, s->bind_id);
+  if (!(s->bind_id = epode__strdup(s->mem, id))) return EPODE_ERR_NOMEM;
+  s->neg = NEG_WAIT_BIND;
+  epode__session_set_state(s, EPODE_STATE_BINDING);
+  return EPODE_OK;
+}
+
+static epode_err become_ready(epode_session *s) {
+  s->neg = NEG_DONE;
+  s->neg_deadline = 0;
+  epode_err e = epode__queue_flush(s);
+  if (e) return epode__session_fail(s, e, NULL, NULL, NULL, "could not flush the send queue");
+  epode__session_set_state(s, EPODE_STATE_READY);
+  if (s->state == EPODE_STATE_READY) emit(s, EPODE_EV_READY);
+  return EPODE_OK;
+}
+
+static epode_err handle_features(epode_session *s, const epode_stanza *f) {
+  epode_stanza *starttls = epode_stanza_find_child(f, "starttls", EPODE_NS_TLS);
+  int plaintext_ok = (s->cfg->flags & EPODE_CFG_ALLOW_PLAINTEXT) != 0;
+
+  if (!s->secure) {
+    if (starttls) {
+      static const char req[] = "<starttls xmlns='" EPODE_NS_TLS "'/>";
+      epode_err e = epode__session_write(s, req, sizeof req - 1);
+      if (e) return epode__session_fail(s, e, NULL, NULL, NULL, "cannot queue <starttls/>");
+      epode__session_log_out(s, req, sizeof req - 1);
+      s->neg = NEG_WAIT_PROCEED;
+      return EPODE_OK;
+    }
+    if (!plaintext_ok)
+      return epode__session_fail(s, EPODE_ERR_TLS_REQUIRED, "policy-violation", NULL, NULL,
+                                 "the server does not offer STARTTLS; refusing to continue "
+                                 "unencrypted (allow it explicitly with "
+                                 "EPODE_CFG_ALLOW_PLAINTEXT)");
+  }
+
+  if (!s->authenticated) {
+    epode_stanza *mechs = epode_stanza_find_child(f, "mechanisms", EPODE_NS_SASL);
+    if (!mechs)
+      return epode__session_fail(s, EPODE_ERR_SASL_NOMECH, "unsupported-feature", NULL, NULL,
+                                 "the server offers no SASL mechanisms");
+    epode__session_set_state(s, EPODE_STATE_AUTHENTICATING);
+    return epode__sasl_begin(s, f, mechs);
+  }
+
+  epode_stanza *sess = epode_stanza_find_child(f, "session", EPODE_NS_SESSION);
+  s->session_needed = sess && !epode_stanza_find_child(sess, "optional", NULL);
+  if (!epode_stanza_find_child(f, "bind", EPODE_NS_BIND))
+    return epode__session_fail(s, EPODE_ERR_BIND, "unsupported-feature", NULL, NULL,
+                               "the server offers no resource binding after authentication");
+  epode_err e = send_bind(s);
+  if (e) return epode__session_fail(s, e, NULL, NULL, NULL, "cannot send the bind request");
+  return EPODE_OK;
+}
+
+static epode_err stanza_error_fail(epode_session *s, const epode_stanza *iq, epode_err err,
+                                   const char *what) {
+  epode_stanza *er = epode_stanza_find_child(iq, "error", NULL);
+  const char *text = NULL, *cond = NULL;
+  if (er) cond = error_condition(er, EPODE_NS_STANZA_ERRORS, &text);
+  return epode__session_fail(s, err, NULL, cond, text, "%s failed: %s%s%s", what,
+                             cond ? cond : "no condition given", text ? ": " : "",
+                             text ? text : "");
+}
+
+static int is_reply_to(const epode_stanza *st, const char *id) {
+  const char *sid = epode_stanza_id(st), *type = epode_stanza_type(st);
+  return id && sid && !strcmp(sid, id) && !strcmp(epode_stanza_name(st), "iq") && type &&
+         (!strcmp(type, "result") || !strcmp(type, "error"));
+}
+
+static epode_err handle_bind_reply(epode_session *s, const epode_stanza *st) {
+  if (strcmp(epode_stanza_type(st), "result") != 0)
+    return stanza_error_fail(s, st, EPODE_ERR_BIND, "resource binding");
+  epode_stanza *bind = epode_stanza_find_child(st, "bind", EPODE_NS_BIND);
+  const char *jid = bind ? epode_stanza_child_text(bind, "jid") : NULL;
+  epode_jid *parsed = NULL;
+  if (!jid || epode_jid_parse(&parsed, s->mem, jid) != EPODE_OK || !epode_jid_resource(parsed)) {
+    epode_jid_free(parsed);
+    return epode__session_fail(s, EPODE_ERR_BIND, "undefined-condition", NULL, NULL,
+                               "the server's bind result has no valid full JID ('%s')",
+                               jid ? jid : "");
+  }
+  epode__free(s->mem, s->bound_jid);
+  s->bound_jid = epode__strdup(s->mem, epode_jid_full(parsed));
+  epode_jid_free(parsed);
+  if (!s->bound_jid) return epode__session_fail(s, EPODE_ERR_NOMEM, NULL, NULL, NULL, "bind");
+  epode__log(s->cfg, EPODE_LOG_INFO, "session", "bound as %s", s->bound_jid);
+
+  if (s->session_needed) {
+    char id[24];
+    epode_stanza *iq = NULL, *child;
+    epode_err e = epode_session_new_id(s, id, sizeof id);
+    if (!e) e = epode_iq_new(&iq, s->mem, "set", id);
+    if (!e) e = epode_stanza_add_child_new(&child, iq, "session", EPODE_NS_SESSION);
+    if (!e) e = epode__session_write_stanza(s, iq);
+    epode_stanza_free(iq);
+    epode__free(s->mem, s->session_id);
+    s->session_id = e ? NULL : epode__strdup(s->mem, id);
+    if (e || !s->session_id)
+      return epode__session_fail(s, e ? e : EPODE_ERR_NOMEM, NULL, NULL, NULL,
+                                 "cannot send the session request");
+    s->neg = NEG_WAIT_SESSION;
+    return EPODE_OK;
+  }
+  return become_ready(s);
+}
+
+static epode_err on_element(epode_session *s, const epode_stanza *st) {
+  const char *name = epode_stanza_name(st), *ns = epode_stanza_ns(st);
+  if (!ns) ns = "";
+  if (!strcmp(name, "error") && !strcmp(ns, EPODE_NS_STREAMS)) return handle_stream_error(s, st);
+
+  switch (s->neg) {
+  case NEG_WAIT_FEATURES:
+    if (!strcmp(name, "features") && !strcmp(ns, EPODE_NS_STREAMS)) return handle_features(s, st);
+    break;
+  case NEG_WAIT_PROCEED:
+    if (!strcmp(ns, EPODE_NS_TLS)) {
+      if (!strcmp(name, "proceed")) {
+        /* Everything after <proceed/> is TLS; the parser starts over once
+         * the transport has secured the stream. */
+        epode__xml_parser_reset(s->parser);
+        s->neg = NEG_WAIT_TLS;
+        epode__session_set_state(s, EPODE_STATE_STARTTLS);
+        emit(s, EPODE_EV_STARTTLS);
+        return EPODE_OK;
+      }
+      return epode__session_fail(s, EPODE_ERR_TLS, NULL, name, NULL,
+                                 "the server refused STARTTLS (<%s/>)", name);
+    }
+    break;
+  case NEG_SASL:
+    if (!strcmp(ns, EPODE_NS_SASL)) {
+      int done = 0;
+      epode_err e = epode__sasl_handle(s, st, &done);
+      if (e || !done) return e;
+      s->authenticated = 1;
+      epode_err r = restart_stream(s);
+      if (r) return epode__session_fail(s, r, NULL, NULL, NULL, "cannot restart the stream");
+      epode__session_set_state(s, EPODE_STATE_OPENING);
+      return EPODE_OK;
+    }
+    break;
+  case NEG_WAIT_BIND:
+    if (is_reply_to(st, s->bind_id)) return handle_bind_reply(s, st);
+    break;
+  case NEG_WAIT_SESSION:
+    if (is_reply_to(st, s->session_id)) {
+      if (strcmp(epode_stanza_type(st), "result") != 0)
+        return stanza_error_fail(s, st, EPODE_ERR_BIND, "session establishment");
+      return become_ready(s);
+    }
+    break;
+  case NEG_DONE:
+    if (s->state == EPODE_STATE_READY || s->state == EPODE_STATE_CLOSING)
+      return epode__dispatch(s, st);
+    return EPODE_OK;
+  case NEG_NONE:
+  case NEG_WAIT_TLS:
+    break;
+  }
+  /* Something the negotiation did not expect. Stanzas before we are bound
+   * are a server bug; anything else (e.g. a stream-management nudge) is
+   * ignored with a note. */
+  if (!strcmp(ns, EPODE_NS_CLIENT) &&
+      (!strcmp(name, "message") || !strcmp(name, "presence") || !strcmp(name, "iq")))
+    return epode__session_fail(s, EPODE_ERR_PROTOCOL, "not-authorized", NULL, NULL,
+                               "the server sent a <%s/> stanza before the session was ready",
+                               name);
+  epode__log(s->cfg, EPODE_LOG_WARN, "session", "ignoring unexpected <%s xmlns='%s'> while %s",
+             name, ns, epode_state_name(s->state));
+  return EPODE_OK;
+}
+
+static epode_err cb_stanza(void *ud, epode_stanza *st) {
+  epode_session *s = ud;
+  log_in(s, st);
+  epode_err e = on_element(s, st);
+  epode_stanza_free(st);
+  /* A closed session stops the parser; the error was already reported. */
+  if (s->state == EPODE_STATE_CLOSED) return s->failure.err ? s->failure.err : EPODE_ERR_CLOSED;
+  return e;
+}
+
+static epode_err cb_stream_end(void *ud) {
+  epode_session *s = ud;
+  epode__log(s->cfg, EPODE_LOG_TRAFFIC, "xml-in", "</stream:stream>");
+  if (s->state == EPODE_STATE_CLOSING) {
+    finish_closed(s);
+    return EPODE_OK;
+  }
+  return epode__session_fail(s, EPODE_ERR_CLOSED, NULL, NULL, NULL,
+                             "the server closed the stream while %s",
+                             epode_state_name(s->state));
+}
+
+/* ------------------------------------------------------------------ API */
+
+epode_err epode_session_new(epode_session **out, const epode_config *cfg) {
+  if (!out || !cfg) return EPODE_ERR_INVAL;
+  *out = NULL;
+  if (!cfg->jid) return EPODE_ERR_INVAL;
+  epode_session *s = epode__calloc(&cfg->mem, sizeof *s);
+  if (!s) return EPODE_ERR_NOMEM;
+  epode_err e = epode_config_clone(&s->cfg, cfg);
+  if (e) {
+    epode__free(&cfg->mem, s);
+    return e;
+  }
+  s->mem = &s->cfg->mem;
+  epode__buf_init(&s->out, s->mem, (size_t)s->cfg->limits[EPODE_LIMIT_OUTPUT_BYTES]);
+  s->failure.detail = "no failure";
+  if ((e = epode_jid_parse(&s->jid, s->mem, cfg->jid))) goto fail;
+  epode__xml_limits lim = {(size_t)s->cfg->limits[EPODE_LIMIT_STANZA_BYTES],
+                           (unsigned)s->cfg->limits[EPODE_LIMIT_DEPTH],
+                           (unsigned)s->cfg->limits[EPODE_LIMIT_ATTRS]};
+  static const epode__xml_callbacks cbs = {cb_stream_start, cb_stanza, cb_stream_end};
+  if ((e = epode__xml_parser_new(&s->parser, s->mem, &lim, EPODE__XML_STREAM, &cbs, s)))
+    goto fail;
+  unsigned char rnd[4];
+  if (s->cfg->random_fn(s->cfg->random_ud, rnd, sizeof rnd) != 0) {
+    e = EPODE_ERR_SYS;
+    goto fail;
+  }
+  snprintf(s->id_prefix, sizeof s->id_prefix, "%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3]);
+  *out = s;
+  return EPODE_OK;
+fail:
+  epode_session_free(s);
+  return e;
+}
+
+void epode_session_free(epode_session *s) {
+  if (!s) return;
+  const epode_mem *m = s->mem;
+  epode__sasl_clear(s);
+  epode__queue_clear(s);
+  epode__handlers_free(s);
+  epode__xml_parser_free(s->parser);
+  epode_jid_free(s->jid);
+  epode__buf_free(&s->out);
+  epode__wipe(s->cb_unique, sizeof s->cb_unique);
+  epode__wipe(s->cb_exporter, sizeof s->cb_exporter);
+  char **strs[] = {&s->stream_id, &s->bind_id,     &s->session_id,  &s->bound_jid, &s->mech_name,
+                   &s->f_condition, &s->f_text, &s->f_mechanism, &s->f_detail};
+  for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) epode__free(m, *strs[i]);
+  epode_config *cfg = s->cfg;
+  if (cfg) {
+    epode_mem mem = cfg->mem;
+    epode_config_free(cfg);
+    epode__free(&mem, s);
+  }
+}
+
+void epode_session_set_event_cb(epode_session *s, epode_event_fn fn, void *ud) {
+  s->ev_fn = fn;
+  s->ev_ud = ud;
+}
+
+static void copy_cb(unsigned char *dst, size_t *dst_len, const unsigned char *src, size_t len) {
+  if (!src || len > 64) len = 0;
+  if (len) memcpy(dst, src, len);
+  *dst_len = len;
+}
+
+static void take_tls(epode_session *s, const epode_tls_info *tls) {
+  s->secure = 1;
+  s->tls_version = tls->version;
+  copy_cb(s->cb_unique, &s->cb_unique_len, tls->tls_unique, tls->tls_unique_len);
+  copy_cb(s->cb_exporter, &s->cb_exporter_len, tls->tls_exporter, tls->tls_exporter_len);
+  copy_cb(s->cb_endpoint, &s->cb_endpoint_len, tls->tls_server_end_point,
+          tls->tls_server_end_point_len);
+}
+
+epode_err epode_session_start(epode_session *s, uint64_t now_ms, const epode_tls_info *tls) {
+  if (!s) return EPODE_ERR_INVAL;
+  if (s->state != EPODE_STATE_IDLE && s->state != EPODE_STATE_RESOLVING &&
+      s->state != EPODE_STATE_CONNECTING && s->state != EPODE_STATE_TLS_HANDSHAKE)
+    return EPODE_ERR_STATE;
+  s->now = now_ms;
+  if (tls) take_tls(s, tls);
+  uint32_t t = s->cfg->timeouts[EPODE_TIMEOUT_NEGOTIATION];
+  s->neg_deadline = t ? now_ms + t : 0;
+  epode__session_set_state(s, EPODE_STATE_OPENING);
+  epode_err e = open_stream(s);
+  if (e) return epode__session_fail(s, e, NULL, NULL, NULL, "cannot open the stream");
+  return EPODE_OK;
+}
+
+static const char *stream_condition_for(epode_err e) {
+  switch (e) {
+  case EPODE_ERR_XML_RESTRICTED: return "restricted-xml";
+  case EPODE_ERR_XML_NS: return "invalid-namespace";
+  case EPODE_ERR_LIMIT: return "policy-violation";
+  case EPODE_ERR_NOMEM: return "resource-constraint";
+  default: return "not-well-formed";
+  }
+}
+
+epode_err epode_session_recv(epode_session *s, const void *data, size_t len, uint64_t now_ms) {
+  if (!s || (!data && len)) return EPODE_ERR_INVAL;
+  if (s->state == EPODE_STATE_CLOSED) return EPODE_ERR_STATE;
+  if (s->state == EPODE_STATE_IDLE || s->neg == NEG_WAIT_TLS) return EPODE_ERR_STATE;
+  s->now = now_ms;
+  epode_err e = epode__xml_parser_feed(s->parser, data, len);
+  if (e && s->state != EPODE_STATE_CLOSED) {
+    /* The parser itself refused the input. */
+    const char *msg = epode__xml_parser_errmsg(s->parser);
+    return epode__session_fail(s, e, stream_condition_for(e), NULL, NULL,
+                               "bad XML from the server: %s", msg);
+  }
+  if (s->state == EPODE_STATE_CLOSED) return s->failure.err;
+  return EPODE_OK;
+}
+
+epode_err epode_session_eof(epode_session *s, uint64_t now_ms) {
+  if (!s) return EPODE_ERR_INVAL;
+  s->now = now_ms;
+  if (s->state == EPODE_STATE_CLOSED) return EPODE_OK;
+  if (s->state == EPODE_STATE_CLOSING) {
+    /* We said goodbye; the peer hanging up is an acceptable answer. */
+    finish_closed(s);
+    return EPODE_OK;
+  }
+  size_t pending = epode__xml_parser_pending(s->parser);
+  return epode__session_fail(s, EPODE_ERR_EOF, NULL, NULL, NULL,
+                             "the connection closed while %s%s", epode_state_name(s->state),
+                             pending ? " (in the middle of an element)" : "");
+}
+
+epode_err epode_session_tls_done(epode_session *s, const epode_tls_info *tls, uint64_t now_ms) {
+  if (!s || !tls) return EPODE_ERR_INVAL;
+  if (s->neg != NEG_WAIT_TLS) return EPODE_ERR_STATE;
+  s->now = now_ms;
+  take_tls(s, tls);
+  epode__session_set_state(s, EPODE_STATE_OPENING);
+  epode_err e = restart_stream(s);
+  if (e) return epode__session_fail(s, e, NULL, NULL, NULL, "cannot restart the stream");
+  return EPODE_OK;
+}
+
+epode_err epode_session_tick(epode_session *s, uint64_t now_ms) {
+  if (!s) return EPODE_ERR_INVAL;
+  s->now = now_ms;
+  if (s->state == EPODE_STATE_CLOSED) return EPODE_OK;
+  if (s->neg_deadline && now_ms >= s->neg_deadline && s->state != EPODE_STATE_READY) {
+    return epode__session_fail(s, EPODE_ERR_TIMEOUT, "connection-timeout", NULL, NULL,
+                               "stream negotiation did not finish within %u ms (stuck while %s)",
+                               (unsigned)s->cfg->timeouts[EPODE_TIMEOUT_NEGOTIATION],
+                               epode_state_name(s->state));
+  }
+  if (s->close_deadline && now_ms >= s->close_deadline && s->state == EPODE_STATE_CLOSING) {
+    epode__log(s->cfg, EPODE_LOG_INFO, "session",
+               "the server did not close its stream within %u ms; closing anyway",
+               (unsigned)s->cfg->timeouts[EPODE_TIMEOUT_CLOSE]);
+    finish_closed(s);
+    return EPODE_OK;
+  }
+  return epode__timers_run(s);
+}
+
+int64_t epode_session_next_deadline(const epode_session *s) {
+  if (!s || s->state == EPODE_STATE_CLOSED) return -1;
+  int64_t best = epode__timers_next(s);
+  uint64_t ds[2] = {s->state != EPODE_STATE_READY ? s->neg_deadline : 0,
+                    s->state == EPODE_STATE_CLOSING ? s->close_deadline : 0};
+  for (int i = 0; i < 2; i++)
+    if (ds[i] && (best < 0 || (int64_t)ds[i] < best)) best = (int64_t)ds[i];
+  return best;
+}
+
+epode_err epode_session_close(epode_session *s) {
+  if (!s) return EPODE_ERR_INVAL;
+  switch (s->state) {
+  case EPODE_STATE_CLOSED:
+  case EPODE_STATE_CLOSING: return EPODE_OK;
+  case EPODE_STATE_IDLE:
+  case EPODE_STATE_RESOLVING:
+  case EPODE_STATE_CONNECTING:
+  case EPODE_STATE_TLS_HANDSHAKE: finish_closed(s); return EPODE_OK;
+  default: break;
+  }
+  if (s->neg == NEG_WAIT_TLS) {
+    /* Mid-STARTTLS nothing can be said in XML; just stop. */
+    finish_closed(s);
+    return EPODE_OK;
+  }
+  static const char close_tag[] = "</stream:stream>";
+  epode_err e = epode__session_write(s, close_tag, sizeof close_tag - 1);
+  if (e) return e;
+  epode__session_log_out(s, close_tag, sizeof close_tag - 1);
+  uint32_t t = s->cfg->timeouts[EPODE_TIMEOUT_CLOSE];
+  s->close_deadline = t ? s->now + t : 0;
+  epode__session_set_state(s, EPODE_STATE_CLOSING);
+  return EPODE_OK;
+}
+
+epode_state epode_session_state(const epode_session *s) { return s->state; }
+const char *epode_session_jid(const epode_session *s) {
+  return s->state == EPODE_STATE_READY || s->state == EPODE_STATE_CLOSING ? s->bound_jid : NULL;
+}
+const epode_mem *epode_session_mem(const epode_session *s) { return s->mem; }
+const epode_config *epode_session_config(const epode_session *s) { return s->cfg; }
+
+epode_err epode_session_new_id(epode_session *s, char *buf, size_t size) {
+  if (!s || !buf || size < 20) return EPODE_ERR_INVAL;
+  snprintf(buf, size, "ep-%s%08x", s->id_prefix, (unsigned)++s->id_counter);
+  return EPODE_OK;
+}

@@ -1,0 +1,164 @@
+/* Internal state of the sans-I/O session. Split across session.c (stream
+ * negotiation), sasl_driver.c (mechanism selection and exchange) and
+ * dispatch.c (handlers, iq tracking, timed handlers, send queue). */
+#ifndef EPODE_SRC_SESSION_SESSION_INT_H
+#define EPODE_SRC_SESSION_SESSION_INT_H
+
+#include <stdint.h>
+
+#include "epode/jid.h"
+#include "epode/session.h"
+#include "sasl/sasl.h"
+#include "util/buf.h"
+#include "util/config_int.h"
+#include "xml/parser.h"
+
+typedef struct epode__handler {
+  struct epode__handler *next;
+  char *name, *ns, *type;
+  epode_handler_fn fn;
+  void *ud;
+  int removed;
+  uint64_t gen; /* added during dispatch of generation `gen`: not called for it */
+} epode__handler;
+
+typedef struct epode__iq_wait {
+  struct epode__iq_wait *next;
+  char *id;
+  char *to; /* the address the iq went to (NULL: our server) */
+  uint64_t deadline;
+  epode_iq_fn fn;
+  void *ud;
+} epode__iq_wait;
+
+typedef struct epode__timed {
+  struct epode__timed *next;
+  uint32_t period;
+  uint64_t due;
+  epode_timed_fn fn;
+  void *ud;
+  int removed;
+} epode__timed;
+
+typedef struct epode__queued {
+  struct epode__queued *next;
+  size_t len;
+  char data[];
+} epode__queued;
+
+/* Where negotiation stands (finer than the public state). */
+typedef enum {
+  NEG_NONE = 0,
+  NEG_WAIT_FEATURES,
+  NEG_WAIT_PROCEED,
+  NEG_WAIT_TLS,
+  NEG_SASL,
+  NEG_WAIT_BIND,
+  NEG_WAIT_SESSION,
+  NEG_DONE
+} epode__neg;
+
+struct epode_session {
+  epode_config *cfg;
+  const epode_mem *mem;
+  epode_event_fn ev_fn;
+  void *ev_ud;
+  epode_state state;
+  epode__neg neg;
+  epode__xml_parser *parser;
+  epode_jid *jid;
+  uint64_t now;
+
+  /* Output: bytes [out_off, out.len) are pending. */
+  epode__buf out;
+  size_t out_off;
+
+  /* Stanzas sent before READY, serialised. */
+  epode__queued *q_head, *q_tail;
+  size_t q_count;
+
+  /* TLS and channel binding (copied from the transport). */
+  int secure;
+  int tls_version;
+  unsigned char cb_unique[64];
+  size_t cb_unique_len;
+  unsigned char cb_exporter[64];
+  size_t cb_exporter_len;
+  unsigned char cb_endpoint[64];
+  size_t cb_endpoint_len;
+
+  /* Stream. */
+  char *stream_id;
+  int authenticated;
+  int session_needed; /* legacy RFC 3921 session, not optional */
+  char *bind_id;
+  char *session_id;
+  char *bound_jid;
+
+  /* SASL. */
+  const epode__sasl_mech *mech;
+  void *mech_state;
+  unsigned sasl_rounds;
+  char *mech_name; /* for the failure report */
+
+  /* Timers. */
+  uint64_t neg_deadline; /* 0: none */
+  uint64_t close_deadline;
+
+  /* Handlers. */
+  epode__handler *handlers;
+  epode__iq_wait *iqs;
+  epode__timed *timed;
+  uint64_t dispatch_gen;
+  int dispatching;
+
+  /* Ids. */
+  char id_prefix[9];
+  uint32_t id_counter;
+
+  /* Failure. */
+  epode_failure failure;
+  char *f_condition, *f_text, *f_mechanism, *f_detail;
+  int closed_emitted;
+};
+
+/* session.c */
+void epode__session_set_state(epode_session *s, epode_state st);
+/* Fails the session: records why, sends a stream error (if `stream_cond`),
+ * emits EPODE_EV_ERROR then EPODE_EV_CLOSED. Returns `err`. */
+epode_err epode__session_fail(epode_session *s, epode_err err, const char *stream_cond,
+                              const char *condition, const char *text, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+/* Queues raw bytes for the transport; fails the session when output exceeds
+ * its bound. */
+epode_err epode__session_write(epode_session *s, const char *data, size_t len);
+/* Serialises and writes a top-level element (and logs it). */
+epode_err epode__session_write_stanza(epode_session *s, const epode_stanza *st);
+void epode__session_log_out(epode_session *s, const char *data, size_t len);
+
+/* sasl_driver.c */
+/* Starts SASL given <mechanisms/> from the features (and the whole features
+ * element for XEP-0440 channel-binding types). */
+epode_err epode__sasl_begin(epode_session *s, const epode_stanza *features,
+                            const epode_stanza *mechanisms);
+/* Handles an element in the SASL namespace; sets *done when <success/> was
+ * verified. */
+epode_err epode__sasl_handle(epode_session *s, const epode_stanza *st, int *done);
+void epode__sasl_clear(epode_session *s);
+
+/* dispatch.c */
+epode_err epode__dispatch(epode_session *s, const epode_stanza *st);
+epode_err epode__queue_flush(epode_session *s);
+void epode__queue_clear(epode_session *s);
+void epode__handlers_free(epode_session *s);
+/* Calls every pending iq callback with `err` and forgets them. */
+void epode__iqs_cancel(epode_session *s, epode_err err);
+epode_err epode__timers_run(epode_session *s);
+int64_t epode__timers_next(const epode_session *s);
+/* Accepts an iq result/error that answers one of ours; 1 if consumed. */
+int epode__iq_match(epode_session *s, const epode_stanza *st);
+/* Registers a pending iq and returns its id (allocated in the wait). */
+epode_err epode__iq_track(epode_session *s, const char *id, const char *to, uint32_t timeout_ms,
+                          epode_iq_fn fn, void *ud);
+
+#endif
