@@ -1,0 +1,908 @@
+/* The stanza tree: elements and text nodes, resolved namespaces, and the
+ * serialiser.
+ *
+ * Memory layout: an element is one block holding the node, its attribute
+ * array and its strings (name, namespace, attribute names and values), so
+ * the parser builds an element with a single allocation. Later changes
+ * (new attributes, replaced values, a namespace frozen on detach) move the
+ * affected piece to its own allocation and mark it in `flags`/`own` so that
+ * freeing knows what to release. A text node keeps its first text inline
+ * and moves to a growable heap buffer when more text is merged in.
+ *
+ * Every walk over a tree (free, clone, serialise, text) is iterative: trees
+ * built through the API have no depth limit and must not overflow the
+ * stack. */
+#include "xml/stanza_int.h"
+
+#include <stdint.h>
+#include <string.h>
+
+#include "util/alloc.h"
+#include "util/buf.h"
+
+typedef struct attr {
+  char *name;
+  char *value;
+  unsigned char own; /* OWN_NAME: `name` is its own block (holding the
+                        original value too); OWN_VALUE: `value` is. */
+} attr;
+
+enum { OWN_NAME = 1, OWN_VALUE = 2 };
+enum { NS_HEAP = 1, ATTRS_HEAP = 2, TEXT_HEAP = 4 };
+
+struct epode_stanza {
+  epode_mem mem;
+  epode_stanza *parent, *first, *last, *prev, *next;
+  char *name; /* NULL for a text node */
+  char *ns;   /* NULL: inherited from the parent */
+  attr *attrs;
+  size_t nattrs, attrs_cap;
+  char *text; /* text node: NUL-terminated value */
+  size_t text_len, text_cap;
+  unsigned char flags;
+};
+
+/* ------------------------------------------------------------ UTF-8 / names */
+
+/* Decodes one strict UTF-8 sequence (no overlongs, surrogates, > U+10FFFF).
+ * Returns its length, 0 if invalid or truncated. */
+static size_t utf8_decode(const unsigned char *s, size_t n, uint32_t *cp) {
+  unsigned char c = s[0];
+  if (c < 0x80) {
+    *cp = c;
+    return 1;
+  }
+  size_t len;
+  uint32_t v, min;
+  if (c >= 0xC2 && c <= 0xDF) {
+    len = 2, v = c & 0x1F, min = 0x80;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    len = 3, v = c & 0x0F, min = 0x800;
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    len = 4, v = c & 0x07, min = 0x10000;
+  } else {
+    return 0;
+  }
+  if (n < len) return 0;
+  for (size_t i = 1; i < len; i++) {
+    if ((s[i] & 0xC0) != 0x80) return 0;
+    v = (v << 6) | (s[i] & 0x3F);
+  }
+  if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return 0;
+  *cp = v;
+  return len;
+}
+
+/* XML 1.0 Char production. */
+static int is_xml_char(uint32_t c) {
+  return c == 0x9 || c == 0xA || c == 0xD || (c >= 0x20 && c <= 0xD7FF) ||
+         (c >= 0xE000 && c <= 0xFFFD) || (c >= 0x10000 && c <= 0x10FFFF);
+}
+
+static int valid_text(const char *s, size_t n) {
+  const unsigned char *u = (const unsigned char *)s;
+  size_t i = 0;
+  while (i < n) {
+    if (u[i] >= 0x20 && u[i] < 0x80) { /* fast path for printable ASCII */
+      i++;
+      continue;
+    }
+    uint32_t cp;
+    size_t l = utf8_decode(u + i, n - i, &cp);
+    if (!l || !is_xml_char(cp)) return 0;
+    i += l;
+  }
+  return 1;
+}
+
+static int is_name_start(uint32_t c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_' || (c >= 0xC0 && c <= 0xD6) ||
+         (c >= 0xD8 && c <= 0xF6) || (c >= 0xF8 && c <= 0x2FF) || (c >= 0x370 && c <= 0x37D) ||
+         (c >= 0x37F && c <= 0x1FFF) || (c >= 0x200C && c <= 0x200D) ||
+         (c >= 0x2070 && c <= 0x218F) || (c >= 0x2C00 && c <= 0x2FEF) ||
+         (c >= 0x3001 && c <= 0xD7FF) || (c >= 0xF900 && c <= 0xFDCF) ||
+         (c >= 0xFDF0 && c <= 0xFFFD) || (c >= 0x10000 && c <= 0xEFFFF);
+}
+
+static int is_name_char(uint32_t c) {
+  return is_name_start(c) || c == '-' || c == '.' || (c >= '0' && c <= '9') || c == 0xB7 ||
+         (c >= 0x300 && c <= 0x36F) || (c >= 0x203F && c <= 0x2040);
+}
+
+/* An XML Name without colons (a namespace-aware local name). */
+static int valid_ncname(const char *s, size_t n) {
+  const unsigned char *u = (const unsigned char *)s;
+  size_t i = 0;
+  if (n == 0) return 0;
+  while (i < n) {
+    uint32_t cp;
+    size_t l = utf8_decode(u + i, n - i, &cp);
+    if (!l || !(i == 0 ? is_name_start(cp) : is_name_char(cp))) return 0;
+    i += l;
+  }
+  return 1;
+}
+
+/* ------------------------------------------------------------ nodes */
+
+static epode_stanza *node_alloc(const epode_mem *mem, size_t extra) {
+  mem = epode__mem_or_default(mem);
+  epode_stanza *st = epode__alloc(mem, sizeof(*st) + extra);
+  if (!st) return NULL;
+  memset(st, 0, sizeof(*st));
+  st->mem = *mem;
+  return st;
+}
+
+/* Frees one node's own storage (not its children). */
+static void node_free(epode_stanza *st) {
+  const epode_mem *m = &st->mem;
+  for (size_t i = 0; i < st->nattrs; i++) {
+    if (st->attrs[i].own & OWN_VALUE) epode__free(m, st->attrs[i].value);
+    if (st->attrs[i].own & OWN_NAME) epode__free(m, st->attrs[i].name);
+  }
+  if (st->flags & ATTRS_HEAP) epode__free(m, st->attrs);
+  if (st->flags & NS_HEAP) epode__free(m, st->ns);
+  if (st->flags & TEXT_HEAP) epode__free(m, st->text);
+  epode_mem copy = st->mem;
+  epode__free(&copy, st);
+}
+
+static void unlink_node(epode_stanza *c) {
+  epode_stanza *p = c->parent;
+  if (!p) return;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    p->first = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  else
+    p->last = c->prev;
+  c->parent = c->prev = c->next = NULL;
+}
+
+void epode__stanza_link(epode_stanza *parent, epode_stanza *child) {
+  child->parent = parent;
+  child->prev = parent->last;
+  child->next = NULL;
+  if (parent->last)
+    parent->last->next = child;
+  else
+    parent->first = child;
+  parent->last = child;
+}
+
+/* An element with inline name and namespace (ns NULL: inherit). */
+static epode_stanza *element_new(const epode_mem *mem, const char *name, size_t nlen,
+                                 const char *ns, size_t nslen) {
+  epode_stanza *st = node_alloc(mem, nlen + 1 + (ns ? nslen + 1 : 0));
+  if (!st) return NULL;
+  char *p = (char *)(st + 1);
+  st->name = p;
+  memcpy(p, name, nlen);
+  p[nlen] = '\0';
+  if (ns) {
+    st->ns = p + nlen + 1;
+    memcpy(st->ns, ns, nslen);
+    st->ns[nslen] = '\0';
+  }
+  return st;
+}
+
+static epode_stanza *text_new(const epode_mem *mem, const char *s, size_t len) {
+  epode_stanza *st = node_alloc(mem, len + 1);
+  if (!st) return NULL;
+  st->text = (char *)(st + 1);
+  memcpy(st->text, s, len);
+  st->text[len] = '\0';
+  st->text_len = st->text_cap = len;
+  return st;
+}
+
+static epode_err text_append(epode_stanza *t, const char *s, size_t len) {
+  if (len > (size_t)-1 / 2 - t->text_len) return EPODE_ERR_LIMIT;
+  size_t need = t->text_len + len;
+  if (need > t->text_cap) {
+    size_t cap = t->text_cap * 2;
+    if (cap < need) cap = need;
+    if (cap < 32) cap = 32;
+    char *p;
+    if (t->flags & TEXT_HEAP) {
+      p = epode__realloc(&t->mem, t->text, cap + 1);
+      if (!p) return EPODE_ERR_NOMEM;
+    } else {
+      p = epode__alloc(&t->mem, cap + 1);
+      if (!p) return EPODE_ERR_NOMEM;
+      memcpy(p, t->text, t->text_len);
+      t->flags |= TEXT_HEAP;
+    }
+    t->text = p;
+    t->text_cap = cap;
+  }
+  memcpy(t->text + t->text_len, s, len);
+  t->text_len = need;
+  t->text[need] = '\0';
+  return EPODE_OK;
+}
+
+static const char *resolved_ns(const epode_stanza *st) {
+  while (st && !st->ns)
+    st = st->parent;
+  return st ? st->ns : NULL;
+}
+
+/* ------------------------------------------------------------ public: nodes */
+
+epode_err epode_stanza_new(epode_stanza **out, const epode_mem *mem, const char *name,
+                           const char *ns) {
+  if (!out) return EPODE_ERR_INVAL;
+  *out = NULL;
+  if (!name || !valid_ncname(name, strlen(name))) return EPODE_ERR_INVAL;
+  if (ns && !valid_text(ns, strlen(ns))) return EPODE_ERR_INVAL;
+  epode_stanza *st = element_new(mem, name, strlen(name), ns, ns ? strlen(ns) : 0);
+  if (!st) return EPODE_ERR_NOMEM;
+  *out = st;
+  return EPODE_OK;
+}
+
+void epode_stanza_free(epode_stanza *st) {
+  if (!st) return;
+  /* Freeing a child is a caller bug; unlinking first keeps the parent valid
+   * instead of leaving it pointing at freed memory. */
+  unlink_node(st);
+  epode_stanza *n = st;
+  while (n) {
+    if (n->first) {
+      n = n->first;
+      continue;
+    }
+    if (n == st) {
+      node_free(n);
+      break;
+    }
+    epode_stanza *par = n->parent, *next = n->next;
+    par->first = next;
+    if (next)
+      next->prev = NULL;
+    else
+      par->last = NULL;
+    node_free(n);
+    n = next ? next : par;
+  }
+}
+
+/* Copies one node (not its children) into a single block. `ns` overrides
+ * the namespace stored (used to freeze an inherited one on the root). */
+static epode_stanza *clone_node(const epode_stanza *s, const char *ns) {
+  if (!s->name) return text_new(&s->mem, s->text, s->text_len);
+  size_t nlen = strlen(s->name), nslen = ns ? strlen(ns) : 0;
+  size_t extra = s->nattrs * sizeof(attr) + nlen + 1 + (ns ? nslen + 1 : 0);
+  for (size_t i = 0; i < s->nattrs; i++)
+    extra += strlen(s->attrs[i].name) + strlen(s->attrs[i].value) + 2;
+  epode_stanza *d = node_alloc(&s->mem, extra);
+  if (!d) return NULL;
+  char *p = (char *)(d + 1);
+  if (s->nattrs) {
+    d->attrs = (attr *)p;
+    p += s->nattrs * sizeof(attr);
+  }
+  d->nattrs = d->attrs_cap = s->nattrs;
+  d->name = p;
+  memcpy(p, s->name, nlen + 1);
+  p += nlen + 1;
+  if (ns) {
+    d->ns = p;
+    memcpy(p, ns, nslen + 1);
+    p += nslen + 1;
+  }
+  for (size_t i = 0; i < s->nattrs; i++) {
+    size_t a = strlen(s->attrs[i].name) + 1, v = strlen(s->attrs[i].value) + 1;
+    d->attrs[i].name = p;
+    memcpy(p, s->attrs[i].name, a);
+    p += a;
+    d->attrs[i].value = p;
+    memcpy(p, s->attrs[i].value, v);
+    p += v;
+    d->attrs[i].own = 0;
+  }
+  return d;
+}
+
+epode_err epode_stanza_clone(epode_stanza **out, const epode_stanza *st) {
+  if (!out) return EPODE_ERR_INVAL;
+  *out = NULL;
+  if (!st) return EPODE_ERR_INVAL;
+  epode_stanza *root = NULL, *dparent = NULL;
+  const epode_stanza *s = st;
+  for (;;) {
+    epode_stanza *d = clone_node(s, s == st ? resolved_ns(s) : s->ns);
+    if (!d) {
+      epode_stanza_free(root);
+      return EPODE_ERR_NOMEM;
+    }
+    if (dparent)
+      epode__stanza_link(dparent, d);
+    else
+      root = d;
+    if (s->first) {
+      s = s->first;
+      dparent = d;
+      continue;
+    }
+    while (s != st && !s->next) {
+      s = s->parent;
+      dparent = dparent->parent;
+    }
+    if (s == st) break;
+    s = s->next;
+  }
+  *out = root;
+  return EPODE_OK;
+}
+
+int epode_stanza_is_text(const epode_stanza *st) { return st && !st->name; }
+const char *epode_stanza_name(const epode_stanza *st) { return st ? st->name : NULL; }
+const char *epode_stanza_ns(const epode_stanza *st) {
+  return st && st->name ? resolved_ns(st) : NULL;
+}
+const epode_mem *epode_stanza_mem(const epode_stanza *st) {
+  return st ? &st->mem : &epode__mem_default;
+}
+
+/* ------------------------------------------------------------ attributes */
+
+static attr *find_attr(const epode_stanza *st, const char *name, size_t *idx) {
+  for (size_t i = 0; i < st->nattrs; i++) {
+    if (strcmp(st->attrs[i].name, name) == 0) {
+      if (idx) *idx = i;
+      return &st->attrs[i];
+    }
+  }
+  return NULL;
+}
+
+/* Checks an attribute name. Canonical forms are "local", "xml:local" and
+ * "{uri}local"; "{XML namespace}local" is accepted and returns 2 (the caller
+ * stores it as "xml:local", with *local pointing at the local part). Returns
+ * 0 if invalid, 1 if already canonical. */
+static int check_attr_name(const char *name, const char **local) {
+  size_t n = strlen(name);
+  if (name[0] == '{') {
+    const char *close = strrchr(name, '}');
+    if (!close || close == name + 1) return 0;
+    size_t ulen = (size_t)(close - name - 1);
+    *local = close + 1;
+    if (!valid_ncname(*local, strlen(*local)) || !valid_text(name + 1, ulen)) return 0;
+    static const char xmlns_ns[] = "http://www.w3.org/2000/xmlns/";
+    if (ulen == sizeof(xmlns_ns) - 1 && memcmp(name + 1, xmlns_ns, ulen) == 0) return 0;
+    if (ulen == sizeof(EPODE_NS_XML) - 1 && memcmp(name + 1, EPODE_NS_XML, ulen) == 0) return 2;
+    return 1;
+  }
+  if (strncmp(name, "xml:", 4) == 0) return valid_ncname(name + 4, n - 4);
+  /* "xmlns" would clash with the declarations the serialiser writes. */
+  if (strcmp(name, "xmlns") == 0) return 0;
+  return valid_ncname(name, n);
+}
+
+epode_err epode_stanza_set_attr(epode_stanza *st, const char *name, const char *value) {
+  if (!st || !st->name || !name || !value) return EPODE_ERR_INVAL;
+  const char *local = NULL;
+  int kind = check_attr_name(name, &local);
+  if (!kind) return EPODE_ERR_INVAL;
+  size_t vlen = strlen(value);
+  if (!valid_text(value, vlen)) return EPODE_ERR_INVAL;
+  char *canon = NULL;
+  if (kind == 2) {
+    size_t ll = strlen(local);
+    if (!(canon = epode__alloc(&st->mem, ll + 5))) return EPODE_ERR_NOMEM;
+    memcpy(canon, "xml:", 4);
+    memcpy(canon + 4, local, ll + 1);
+    name = canon;
+  }
+  epode_err e = EPODE_OK;
+  attr *a = find_attr(st, name, NULL);
+  if (a) {
+    char *v = epode__strndup(&st->mem, value, vlen);
+    if (!v) {
+      e = EPODE_ERR_NOMEM;
+      goto out;
+    }
+    if (a->own & OWN_VALUE) epode__free(&st->mem, a->value);
+    a->value = v;
+    a->own |= OWN_VALUE;
+    goto out;
+  }
+  if (st->nattrs == st->attrs_cap) {
+    size_t cap = st->attrs_cap ? st->attrs_cap * 2 : 4;
+    attr *arr;
+    if (st->flags & ATTRS_HEAP) {
+      arr = epode__realloc(&st->mem, st->attrs, cap * sizeof(attr));
+    } else {
+      arr = epode__alloc(&st->mem, cap * sizeof(attr));
+      if (arr && st->nattrs) memcpy(arr, st->attrs, st->nattrs * sizeof(attr));
+    }
+    if (!arr) {
+      e = EPODE_ERR_NOMEM;
+      goto out;
+    }
+    st->flags |= ATTRS_HEAP;
+    st->attrs = arr;
+    st->attrs_cap = cap;
+  }
+  size_t nlen = strlen(name);
+  char *blk = epode__alloc(&st->mem, nlen + vlen + 2);
+  if (!blk) {
+    e = EPODE_ERR_NOMEM;
+    goto out;
+  }
+  memcpy(blk, name, nlen + 1);
+  memcpy(blk + nlen + 1, value, vlen + 1);
+  a = &st->attrs[st->nattrs++];
+  a->name = blk;
+  a->value = blk + nlen + 1;
+  a->own = OWN_NAME;
+out:
+  epode__free(&st->mem, canon);
+  return e;
+}
+
+const char *epode_stanza_get_attr(const epode_stanza *st, const char *name) {
+  if (!st || !name) return NULL;
+  attr *a = find_attr(st, name, NULL);
+  return a ? a->value : NULL;
+}
+
+epode_err epode_stanza_del_attr(epode_stanza *st, const char *name) {
+  if (!st || !st->name || !name) return EPODE_ERR_INVAL;
+  size_t i;
+  attr *a = find_attr(st, name, &i);
+  if (!a) return EPODE_ERR_NOTFOUND;
+  if (a->own & OWN_VALUE) epode__free(&st->mem, a->value);
+  if (a->own & OWN_NAME) epode__free(&st->mem, a->name);
+  memmove(&st->attrs[i], &st->attrs[i + 1], (st->nattrs - i - 1) * sizeof(attr));
+  st->nattrs--;
+  return EPODE_OK;
+}
+
+size_t epode_stanza_attr_count(const epode_stanza *st) { return st ? st->nattrs : 0; }
+
+epode_err epode_stanza_attr_at(const epode_stanza *st, size_t i, const char **name,
+                               const char **value) {
+  if (!st) return EPODE_ERR_INVAL;
+  if (i >= st->nattrs) return EPODE_ERR_NOTFOUND;
+  if (name) *name = st->attrs[i].name;
+  if (value) *value = st->attrs[i].value;
+  return EPODE_OK;
+}
+
+const char *epode_stanza_id(const epode_stanza *st) { return epode_stanza_get_attr(st, "id"); }
+const char *epode_stanza_type(const epode_stanza *st) { return epode_stanza_get_attr(st, "type"); }
+const char *epode_stanza_to(const epode_stanza *st) { return epode_stanza_get_attr(st, "to"); }
+const char *epode_stanza_from(const epode_stanza *st) { return epode_stanza_get_attr(st, "from"); }
+
+/* ------------------------------------------------------------ tree */
+
+epode_err epode_stanza_add_child(epode_stanza *parent, epode_stanza *child) {
+  if (!parent || !child || !parent->name || child->parent) return EPODE_ERR_INVAL;
+  for (const epode_stanza *a = parent; a; a = a->parent)
+    if (a == child) return EPODE_ERR_INVAL; /* would make a cycle */
+  if (!child->name) {
+    /* Keep adjacent text merged: a text node after text is folded in. */
+    if (parent->last && !parent->last->name) {
+      epode_err e = text_append(parent->last, child->text, child->text_len);
+      if (e) return e;
+      node_free(child);
+      return EPODE_OK;
+    }
+    if (child->text_len == 0) {
+      node_free(child);
+      return EPODE_OK;
+    }
+  }
+  epode__stanza_link(parent, child);
+  return EPODE_OK;
+}
+
+epode_err epode_stanza_add_child_new(epode_stanza **out, epode_stanza *parent, const char *name,
+                                     const char *ns) {
+  if (out) *out = NULL;
+  if (!parent || !parent->name) return EPODE_ERR_INVAL;
+  epode_stanza *c;
+  epode_err e = epode_stanza_new(&c, &parent->mem, name, ns);
+  if (e) return e;
+  epode__stanza_link(parent, c);
+  if (out) *out = c;
+  return EPODE_OK;
+}
+
+epode_err epode__stanza_append_text(epode_stanza *parent, const char *text, size_t len) {
+  if (len == 0) return EPODE_OK;
+  if (parent->last && !parent->last->name) return text_append(parent->last, text, len);
+  epode_stanza *t = text_new(&parent->mem, text, len);
+  if (!t) return EPODE_ERR_NOMEM;
+  epode__stanza_link(parent, t);
+  return EPODE_OK;
+}
+
+epode_err epode_stanza_add_text(epode_stanza *parent, const char *text, size_t len) {
+  if (!parent || !parent->name || (!text && len)) return EPODE_ERR_INVAL;
+  if (!valid_text(text, len)) return EPODE_ERR_INVAL;
+  return epode__stanza_append_text(parent, text, len);
+}
+
+epode_err epode_stanza_detach(epode_stanza *child) {
+  if (!child || !child->parent) return EPODE_ERR_INVAL;
+  /* Keep the namespace the element had in its tree. */
+  char *frozen = NULL;
+  if (child->name && !child->ns) {
+    const char *ns = resolved_ns(child->parent);
+    if (ns && !(frozen = epode__strdup(&child->mem, ns))) return EPODE_ERR_NOMEM;
+  }
+  /* Removing a node between two text nodes would leave them adjacent. */
+  epode_stanza *prev = child->prev, *next = child->next;
+  int merge = prev && next && !prev->name && !next->name;
+  if (merge) {
+    epode_err e = text_append(prev, next->text, next->text_len);
+    if (e) {
+      epode__free(&child->mem, frozen);
+      return e;
+    }
+  }
+  unlink_node(child);
+  if (merge) {
+    unlink_node(next);
+    node_free(next);
+  }
+  if (frozen) {
+    child->ns = frozen;
+    child->flags |= NS_HEAP;
+  }
+  return EPODE_OK;
+}
+
+epode_stanza *epode_stanza_parent(const epode_stanza *st) { return st ? st->parent : NULL; }
+epode_stanza *epode_stanza_first_child(const epode_stanza *st) { return st ? st->first : NULL; }
+epode_stanza *epode_stanza_next_sibling(const epode_stanza *st) { return st ? st->next : NULL; }
+
+static int matches(const epode_stanza *c, const char *name, const char *ns) {
+  if (!c->name) return 0;
+  if (name && strcmp(c->name, name) != 0) return 0;
+  if (ns) {
+    const char *cns = resolved_ns(c);
+    if (!cns || strcmp(cns, ns) != 0) return 0;
+  }
+  return 1;
+}
+
+epode_stanza *epode_stanza_find_child(const epode_stanza *st, const char *name, const char *ns) {
+  if (!st) return NULL;
+  for (epode_stanza *c = st->first; c; c = c->next)
+    if (matches(c, name, ns)) return c;
+  return NULL;
+}
+
+epode_stanza *epode_stanza_find_next(const epode_stanza *st, const char *name, const char *ns) {
+  if (!st) return NULL;
+  for (epode_stanza *c = st->next; c; c = c->next)
+    if (matches(c, name, ns)) return c;
+  return NULL;
+}
+
+/* ------------------------------------------------------------ text */
+
+static const epode_stanza *first_text(const epode_stanza *st) {
+  if (!st) return NULL;
+  if (!st->name) return st;
+  for (const epode_stanza *c = st->first; c; c = c->next)
+    if (!c->name) return c;
+  return NULL;
+}
+
+const char *epode_stanza_text(const epode_stanza *st) {
+  if (!st) return NULL;
+  const epode_stanza *t = first_text(st);
+  return t ? t->text : "";
+}
+
+size_t epode_stanza_text_len(const epode_stanza *st) {
+  const epode_stanza *t = first_text(st);
+  return t ? t->text_len : 0;
+}
+
+epode_err epode_stanza_get_text(const epode_stanza *st, char **out, size_t *len) {
+  if (!out) return EPODE_ERR_INVAL;
+  *out = NULL;
+  if (len) *len = 0;
+  if (!st) return EPODE_ERR_INVAL;
+  epode__buf b;
+  epode__buf_init(&b, &st->mem, 0);
+  const epode_stanza *n = st;
+  for (;;) {
+    if (!n->name) {
+      epode_err e = epode__buf_append(&b, n->text, n->text_len);
+      if (e) {
+        epode__buf_free(&b);
+        return e;
+      }
+    } else if (n->first) {
+      n = n->first;
+      continue;
+    }
+    while (n != st && !n->next)
+      n = n->parent;
+    if (n == st) break;
+    n = n->next;
+  }
+  char *s = epode__buf_steal(&b, len);
+  if (!s) return EPODE_ERR_NOMEM;
+  *out = s;
+  return EPODE_OK;
+}
+
+const char *epode_stanza_child_text(const epode_stanza *st, const char *name) {
+  if (!st || !st->name || !name) return NULL;
+  const char *ns = resolved_ns(st);
+  epode_stanza *c = ns ? epode_stanza_find_child(st, name, ns) : NULL;
+  if (!c) c = epode_stanza_find_child(st, name, NULL);
+  return c ? epode_stanza_text(c) : NULL;
+}
+
+/* ------------------------------------------------------------ serialiser */
+
+/* For a "{uri}local" attribute: the uri span. */
+static size_t attr_uri(const char *name, const char **uri) {
+  const char *close = strrchr(name, '}');
+  *uri = name + 1;
+  return (size_t)(close - name - 1);
+}
+
+/* Prefix number (1-based) of the namespace of attribute i: the ordinal of
+ * its URI among the distinct URIs of the element's "{uri}" attributes. */
+static unsigned uri_ordinal(const epode_stanza *st, size_t i, int *first_use) {
+  const char *u;
+  size_t ul = attr_uri(st->attrs[i].name, &u);
+  unsigned k = 0;
+  for (size_t j = 0; j < i; j++) {
+    if (st->attrs[j].name[0] != '{') continue;
+    const char *v;
+    size_t vl = attr_uri(st->attrs[j].name, &v);
+    /* Count j only if it is the first use of its URI. */
+    int seen = 0;
+    for (size_t m = 0; m < j && !seen; m++) {
+      const char *w;
+      if (st->attrs[m].name[0] != '{') continue;
+      size_t wl = attr_uri(st->attrs[m].name, &w);
+      seen = wl == vl && memcmp(w, v, vl) == 0;
+    }
+    if (seen) continue;
+    k++;
+    if (vl == ul && memcmp(v, u, ul) == 0) {
+      *first_use = 0;
+      return k;
+    }
+  }
+  *first_use = 1;
+  return k + 1;
+}
+
+static epode_err write_open(epode__buf *b, const epode_stanza *n, const char *ens,
+                            const char *pns) {
+  epode_err e = epode__buf_append(b, "<", 1);
+  if (!e) e = epode__buf_append_str(b, n->name);
+  if (!e && strcmp(ens, pns) != 0) {
+    e = epode__buf_append_str(b, " xmlns='");
+    if (!e) e = epode__buf_append_escaped(b, ens, strlen(ens), 1);
+    if (!e) e = epode__buf_append(b, "'", 1);
+  }
+  /* Declarations for the namespaces of "{uri}local" attributes. */
+  for (size_t i = 0; i < n->nattrs && !e; i++) {
+    if (n->attrs[i].name[0] != '{') continue;
+    int first;
+    unsigned k = uri_ordinal(n, i, &first);
+    if (!first) continue;
+    const char *u;
+    size_t ul = attr_uri(n->attrs[i].name, &u);
+    e = epode__buf_printf(b, " xmlns:ns%u='", k);
+    if (!e) e = epode__buf_append_escaped(b, u, ul, 1);
+    if (!e) e = epode__buf_append(b, "'", 1);
+  }
+  for (size_t i = 0; i < n->nattrs && !e; i++) {
+    const char *name = n->attrs[i].name;
+    if (name[0] == '{') {
+      int first;
+      unsigned k = uri_ordinal(n, i, &first);
+      e = epode__buf_printf(b, " ns%u:%s='", k, strrchr(name, '}') + 1);
+    } else {
+      e = epode__buf_printf(b, " %s='", name);
+    }
+    if (!e) e = epode__buf_append_escaped(b, n->attrs[i].value, strlen(n->attrs[i].value), 1);
+    if (!e) e = epode__buf_append(b, "'", 1);
+  }
+  if (!e) e = n->first ? epode__buf_append(b, ">", 1) : epode__buf_append(b, "/>", 2);
+  return e;
+}
+
+epode_err epode_stanza_to_string(const epode_stanza *st, const char *context_ns, char **out,
+                                 size_t *len) {
+  if (!out) return EPODE_ERR_INVAL;
+  *out = NULL;
+  if (len) *len = 0;
+  if (!st) return EPODE_ERR_INVAL;
+  const char *ctx = context_ns ? context_ns : "";
+  epode__buf b;
+  epode__buf_init(&b, &st->mem, 0);
+  /* Output namespace of each open element, to decide where xmlns goes. */
+  const char **stk = NULL;
+  size_t depth = 0, cap = 0;
+  epode_err e = EPODE_OK;
+  const epode_stanza *n = st;
+  for (;;) {
+    if (!n->name) {
+      e = epode__buf_append_escaped(&b, n->text, n->text_len, 0);
+    } else {
+      const char *pns = depth ? stk[depth - 1] : ctx;
+      const char *ens = n->ns;
+      if (!ens) ens = n == st ? resolved_ns(n) : pns;
+      if (!ens) ens = ctx;
+      e = write_open(&b, n, ens, pns);
+      if (!e && n->first) {
+        if (depth == cap) {
+          size_t ncap = cap ? cap * 2 : 16;
+          const char **s2 = epode__realloc(&st->mem, (void *)stk, ncap * sizeof(*stk));
+          if (!s2)
+            e = EPODE_ERR_NOMEM;
+          else
+            stk = s2, cap = ncap;
+        }
+        if (!e) {
+          stk[depth++] = ens;
+          n = n->first;
+          continue;
+        }
+      }
+    }
+    if (e) break;
+    while (n != st && !n->next && !e) {
+      n = n->parent;
+      depth--;
+      e = epode__buf_append(&b, "</", 2);
+      if (!e) e = epode__buf_append_str(&b, n->name);
+      if (!e) e = epode__buf_append(&b, ">", 1);
+    }
+    if (e || n == st) break;
+    n = n->next;
+  }
+  epode__free(&st->mem, (void *)stk);
+  if (!e) {
+    char *s = epode__buf_steal(&b, len);
+    if (!s)
+      e = EPODE_ERR_NOMEM;
+    else
+      *out = s;
+  }
+  epode__buf_free(&b);
+  return e;
+}
+
+/* ------------------------------------------------------------ parser support */
+
+epode_err epode__stanza_new_expat(epode_stanza **out, const epode_mem *mem, const char *name,
+                                  const char **atts, char sep) {
+  static const char xml_ns[] = EPODE_NS_XML;
+  const char *local = strchr(name, sep);
+  size_t nslen = local ? (size_t)(local - name) : 0;
+  local = local ? local + 1 : name;
+  size_t llen = strlen(local);
+  size_t na = 0, extra = llen + 1 + nslen + 1;
+  for (; atts[2 * na]; na++) {
+    const char *an = atts[2 * na], *s = strchr(an, sep);
+    size_t alen = strlen(an);
+    if (s) {
+      size_t ul = (size_t)(s - an);
+      if (ul == sizeof(xml_ns) - 1 && memcmp(an, xml_ns, ul) == 0)
+        alen = alen - ul - 1 + 4; /* "xml:" + local */
+      else
+        alen += 1; /* "{" uri "}" local */
+    }
+    extra += alen + 1 + strlen(atts[2 * na + 1]) + 1;
+  }
+  extra += na * sizeof(attr);
+  epode_stanza *st = node_alloc(mem, extra);
+  if (!st) return EPODE_ERR_NOMEM;
+  char *p = (char *)(st + 1);
+  if (na) {
+    st->attrs = (attr *)p;
+    p += na * sizeof(attr);
+  }
+  st->nattrs = st->attrs_cap = na;
+  st->name = p;
+  memcpy(p, local, llen + 1);
+  p += llen + 1;
+  st->ns = p;
+  memcpy(p, name, nslen);
+  p[nslen] = '\0';
+  p += nslen + 1;
+  for (size_t i = 0; i < na; i++) {
+    const char *an = atts[2 * i], *av = atts[2 * i + 1], *s = strchr(an, sep);
+    attr *a = &st->attrs[i];
+    a->own = 0;
+    a->name = p;
+    if (!s) {
+      size_t l = strlen(an);
+      memcpy(p, an, l + 1);
+      p += l + 1;
+    } else {
+      size_t ul = (size_t)(s - an), ll = strlen(s + 1);
+      if (ul == sizeof(xml_ns) - 1 && memcmp(an, xml_ns, ul) == 0) {
+        memcpy(p, "xml:", 4);
+        p += 4;
+      } else {
+        *p++ = '{';
+        memcpy(p, an, ul);
+        p += ul;
+        *p++ = '}';
+      }
+      memcpy(p, s + 1, ll + 1);
+      p += ll + 1;
+    }
+    size_t vl = strlen(av);
+    a->value = p;
+    memcpy(p, av, vl + 1);
+    p += vl + 1;
+  }
+  *out = st;
+  return EPODE_OK;
+}
+
+/* ------------------------------------------------------------ builders */
+
+static epode_err set_opt(epode_stanza *st, const char *name, const char *value) {
+  return value ? epode_stanza_set_attr(st, name, value) : EPODE_OK;
+}
+
+epode_err epode_message_new(epode_stanza **out, const epode_mem *mem, const char *type,
+                            const char *to, const char *body) {
+  if (!out) return EPODE_ERR_INVAL;
+  epode_stanza *st;
+  epode_err e = epode_stanza_new(&st, mem, "message", EPODE_NS_CLIENT);
+  if (e) {
+    *out = NULL;
+    return e;
+  }
+  if (!e) e = set_opt(st, "type", type);
+  if (!e) e = set_opt(st, "to", to);
+  if (!e && body) {
+    epode_stanza *b;
+    e = epode_stanza_add_child_new(&b, st, "body", NULL);
+    if (!e) e = epode_stanza_add_text(b, body, strlen(body));
+  }
+  if (e) {
+    epode_stanza_free(st);
+    st = NULL;
+  }
+  *out = st;
+  return e;
+}
+
+epode_err epode_iq_new(epode_stanza **out, const epode_mem *mem, const char *type, const char *id) {
+  if (!out) return EPODE_ERR_INVAL;
+  epode_stanza *st;
+  epode_err e = epode_stanza_new(&st, mem, "iq", EPODE_NS_CLIENT);
+  if (e) {
+    *out = NULL;
+    return e;
+  }
+  e = set_opt(st, "type", type);
+  if (!e) e = set_opt(st, "id", id);
+  if (e) {
+    epode_stanza_free(st);
+    st = NULL;
+  }
+  *out = st;
+  return e;
+}
+
+epode_err epode_presence_new(epode_stanza **out, const epode_mem *mem) {
+  return epode_stanza_new(out, mem, "presence", EPODE_NS_CLIENT);
+}
