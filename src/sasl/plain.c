@@ -15,7 +15,7 @@ typedef struct plain_state {
 
 static epode_err fail(plain_state *s, epode_err e, const char *msg) {
   s->st = P_FAILED;
-  epode__sasl_errf(s->err, "PLAIN: %s", msg);
+  epode__sasl_errf(s->err, "%s", msg);
   return e;
 }
 
@@ -23,15 +23,14 @@ static epode_err prep(plain_state *s, const char *in, const char *what, char **o
   epode_err e = epode__saslprep(s->mem, in, out);
   if (e == EPODE_ERR_NOMEM) return fail(s, e, "out of memory");
   if (e) {
-    epode__sasl_errf(s->err, "PLAIN: SASLprep rejected the %s (prohibited or invalid character)",
-                     what);
+    epode__sasl_errf(s->err, "SASLprep rejected the %s (prohibited or invalid character)", what);
     s->st = P_FAILED;
     return e;
   }
   if (!**out) {
     epode__free_secret(s->mem, *out);
     *out = NULL;
-    epode__sasl_errf(s->err, "PLAIN: the %s is empty", what);
+    epode__sasl_errf(s->err, "the %s is empty", what);
     s->st = P_FAILED;
     return EPODE_ERR_INVAL;
   }

@@ -53,7 +53,12 @@ typedef struct epode__sasl_mech {
   unsigned flags;
   /* Creates the exchange state and, if the mechanism speaks first, writes
    * the initial response to `out` and sets *has_initial (an empty initial
-   * response is "=" on the wire: *has_initial=1 with out empty). */
+   * response is "=" on the wire: *has_initial=1 with out empty).
+   * On failure *state is still set when the state could be allocated (NULL
+   * otherwise), so that errmsg() can say why; the caller frees it with
+   * free() either way. A failed or finished exchange refuses every further
+   * step()/success() with EPODE_ERR_SASL_PROTOCOL. On any error `out` is
+   * left as it was. */
   epode_err (*start)(void **state, const epode__sasl_params *p, epode__buf *out,
                      int *has_initial);
   /* A server challenge; the response goes to `out`. */

@@ -14,6 +14,7 @@
  * so the server-first message is never copied and no key outlives step(1):
  * only the expected ServerSignature is kept. */
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <openssl/core_names.h>
@@ -54,7 +55,6 @@ enum scram_st {
 
 typedef struct scram {
   const epode_mem *mem;
-  const char *name;
   const scram_alg *alg;
   enum scram_st st;
   uint64_t iter_min, iter_max;
@@ -71,12 +71,10 @@ typedef struct scram {
 static epode_err fail(scram *s, epode_err e, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static epode_err fail(scram *s, epode_err e, const char *fmt, ...) {
-  char msg[EPODE__SASL_ERRMSG_SIZE];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  vsnprintf(s->err, sizeof s->err, fmt, ap);
   va_end(ap);
-  epode__sasl_errf(s->err, "%s: %s", s->name, msg);
   s->st = S_FAILED;
   if (s->password) {
     epode__free_secret(s->mem, s->password);
@@ -172,7 +170,7 @@ static epode_err prep(scram *s, const char *in, const char *what, char **out) {
   return EPODE_OK;
 }
 
-static epode_err scram_start_common(const char *name, const scram_alg *alg, int plus, void **state,
+static epode_err scram_start_common(const scram_alg *alg, int plus, void **state,
                                     const epode__sasl_params *p, const char *test_nonce,
                                     epode__buf *out, int *has_initial) {
   *state = NULL;
@@ -181,7 +179,6 @@ static epode_err scram_start_common(const char *name, const scram_alg *alg, int 
   scram *s = epode__calloc(mem, sizeof *s);
   if (!s) return EPODE_ERR_NOMEM;
   s->mem = mem;
-  s->name = name;
   s->alg = alg;
   s->st = S_FAILED;
   s->iter_min = p->scram_iter_min ? p->scram_iter_min : EPODE_DEFAULT_SCRAM_ITER_MIN;
@@ -534,7 +531,7 @@ static const char *scram_errmsg(void *state) {
 #define SCRAM_MECH(ident, NAME, alg, plus, prio, flags)                                            \
   static epode_err start_##ident(void **state, const epode__sasl_params *p, epode__buf *out,       \
                                  int *has_initial) {                                               \
-    return scram_start_common(NAME, &alg, plus, state, p, NULL, out, has_initial);                 \
+    return scram_start_common(&alg, plus, state, p, NULL, out, has_initial);                       \
   }                                                                                                \
   const epode__sasl_mech epode__sasl_##ident = {                                                   \
       NAME, prio, flags, start_##ident, scram_step, scram_success, scram_free, scram_errmsg};
@@ -561,8 +558,7 @@ epode_err epode__scram_start_with_nonce(const epode__sasl_mech *m, void **state,
              {&epode__sasl_scram_sha512_plus, &alg_sha512, 1}};
   for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
     if (map[i].m == m)
-      return scram_start_common(m->name, map[i].alg, map[i].plus, state, p, nonce, out,
-                                has_initial);
+      return scram_start_common(map[i].alg, map[i].plus, state, p, nonce, out, has_initial);
   *state = NULL;
   return EPODE_ERR_INVAL;
 }
