@@ -283,7 +283,7 @@ static int cmp_names(const void *a, const void *b) {
 
 int main(void) {
   const char *data = getenv("EPODE_TEST_DATA");
-  char dir[900];
+  char dir[700];
   snprintf(dir, sizeof dir, "%s/transcripts", data ? data : "tests/data");
   DIR *d = opendir(dir);
   if (!d) {
