@@ -31,7 +31,7 @@
 #include "util/alloc.h"
 
 #define MAX_EVENTS 64
-/* Longest single epoll_wait (INT_MAX; <limits.h> is shadowed by src/limits.h). */
+/* Longest single epoll_wait, in ms. */
 #define MAX_WAIT_MS 0x7fffffff
 
 typedef struct fd_slot {

@@ -23,7 +23,7 @@
 #include <openssl/params.h>
 #include <openssl/rand.h>
 
-#include "limits.h"
+#include "epode_limits.h"
 #include "sasl/sasl_int.h"
 #include "util/alloc.h"
 #include "util/base64_int.h"
@@ -38,8 +38,7 @@ static const scram_alg alg_sha1 = {"SHA1", EVP_sha1, 20};
 static const scram_alg alg_sha256 = {"SHA256", EVP_sha256, 32};
 static const scram_alg alg_sha512 = {"SHA512", EVP_sha512, 64};
 
-/* PKCS5_PBKDF2_HMAC takes an int. (INT_MAX is out of reach: with -Isrc,
- * <limits.h> resolves to src/limits.h.) */
+/* PKCS5_PBKDF2_HMAC takes an int: INT_MAX. */
 #define ITER_HARD_MAX 0x7FFFFFFFu
 
 /* 24 random bytes (192 bits), base64: 32 characters, no padding, no ','. */

@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "limits.h"
+#include "epode_limits.h"
 #include "session/session_int.h"
 #include "util/alloc.h"
 

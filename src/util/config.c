@@ -4,7 +4,7 @@
 
 #include <openssl/rand.h>
 
-#include "limits.h"
+#include "epode_limits.h"
 #include "util/alloc.h"
 #include "epode/jid.h"
 #include "util/config_int.h"

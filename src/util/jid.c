@@ -14,7 +14,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "limits.h"
+#include "epode_limits.h"
 #include "util/alloc.h"
 
 struct epode_jid {

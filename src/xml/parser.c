@@ -40,7 +40,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "limits.h"
+#include "epode_limits.h"
 #include "util/alloc.h"
 #include "xml/stanza_int.h"
 

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "epode/jid.h"
-#include "limits.h"
+#include "epode_limits.h"
 
 typedef struct valid_case {
   const char *in, *local, *domain, *resource, *bare, *full;

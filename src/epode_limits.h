@@ -1,8 +1,8 @@
 /* Every hard limit in epode, with the reason for its default value. Each
  * EPODE_LIMIT_* default can be changed per connection with
  * epode_config_set_limit(); the rest are fixed. */
-#ifndef EPODE_SRC_LIMITS_H
-#define EPODE_SRC_LIMITS_H
+#ifndef EPODE_SRC_EPODE_LIMITS_H
+#define EPODE_SRC_EPODE_LIMITS_H
 
 /* One top-level stanza, in bytes as received. Servers commonly cap stanzas
  * at 256 KiB (Prosody's c2s_stanza_size_limit, ejabberd's max_stanza_size
