@@ -250,6 +250,9 @@ epode_err epode__sasl_handle(epode_session *s, const epode_stanza *st, int *done
   if (!strcmp(name, "success")) {
     e = s->mech->success(s->mech_state, data, len);
     epode__free(s->mem, data);
+    if (e == EPODE_ERR_AUTH) /* the server's final message carried an error (SCRAM e=) */
+      return epode__session_fail(s, e, NULL, NULL, NULL, "authentication with %s failed: %s",
+                                 s->mech->name, mech_err(s));
     if (e)
       return epode__session_fail(s, e, NULL, NULL, NULL,
                                  "the server accepted %s but did not prove itself: %s",

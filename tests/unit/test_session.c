@@ -99,9 +99,14 @@ static char *inner(const char *xml, const char *tag) {
 }
 
 static char *b64d(const char *in, size_t *len) {
-  unsigned char *out;
-  assert_int_equal(epode_base64_decode(NULL, in, strlen(in), &out, len), EPODE_OK);
-  return (char *)out;
+  unsigned char *tmp = NULL;
+  epode_err e = epode_base64_decode(NULL, in, strlen(in), &tmp, len);
+  assert_int_equal(e, EPODE_OK);
+  char *copy = malloc(*len + 1);
+  memcpy(copy, tmp, *len);
+  copy[*len] = '\0';
+  epode_free(NULL, tmp);
+  return copy;
 }
 
 static char *b64e(const void *in, size_t len) {

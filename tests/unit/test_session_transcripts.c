@@ -233,7 +233,7 @@ static void run_transcript(void **state) {
                    epode_session_failure(r.s)->detail);
       } else if (!strncmp(arg, "event ", 6)) {
         char want[64];
-        snprintf(want, sizeof want, "%s ", arg + 6);
+        snprintf(want, sizeof want, "%.60s ", arg + 6);
         if (!strstr(r.events, want))
           fail_msg("%s:%d: no %s event (events: %s)", t->path, lineno, arg + 6, r.events);
       } else if (!strncmp(arg, "jid ", 4)) {
