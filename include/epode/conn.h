@@ -37,28 +37,67 @@ typedef void (*epode_io_fn)(int fd, unsigned events, void *ud);
  * possible); -1 cancels. Replaces any earlier request. */
 typedef void (*epode_timer_fn)(int64_t timeout_ms, void *ud);
 
+/* Creates a connection for the account in `cfg` (copied; the JID is
+ * required). It owns its session, created from the same config. Nothing
+ * happens on the network until epode_conn_connect(). */
 epode_err epode_conn_new(epode_conn **out, const epode_config *cfg);
-/* Frees the connection (closing its socket without a goodbye). */
+/* Frees the connection: closes its socket without a goodbye, releases its
+ * resolver, TLS state and session, tells the host to stop watching its fds
+ * (events 0) and cancels its timer (-1). No event is emitted. Not from
+ * inside the connection's own event callback (or a session handler): free
+ * it after that callback returned, e.g. on the next loop iteration. */
 void epode_conn_free(epode_conn *c);
 /* The session this connection carries: add handlers, send stanzas. */
 epode_session *epode_conn_session(epode_conn *c);
 /* Session events plus the connection's own states (RESOLVING, CONNECTING,
- * TLS_HANDSHAKE) and its failures (DNS, CONNECT, TLS, TLS_VERIFY, EOF). */
+ * TLS_HANDSHAKE) and its failures (DNS, CONNECT, TLS, TLS_VERIFY, EOF, IO).
+ * EPODE_EV_STARTTLS is handled here and not forwarded. Once
+ * epode_conn_connect() succeeded, EPODE_EV_CLOSED comes exactly once, last,
+ * whatever happens (after EPODE_EV_ERROR when something failed); its
+ * failure is epode_conn_failure(). The callback may call epode_conn_close()
+ * and send on the session; it must not free the connection. */
 void epode_conn_set_event_cb(epode_conn *c, epode_event_fn fn, void *ud);
+/* Installs the host's callbacks. The connection reports through them at
+ * once what it already watches and its pending timer. NULL io/timer: no
+ * reports (the host drives nothing). */
 void epode_conn_set_io(epode_conn *c, epode_io_fn io, epode_timer_fn timer, void *ud);
 
-/* Starts resolving and connecting; returns at once. */
+/* Starts resolving and connecting; returns at once (EPODE_EV_STATE
+ * RESOLVING is emitted from inside). Where it connects: the configured
+ * server if set (epode_config_set_server), else the JID domain's SRV
+ * records (_xmpps-client._tcp for direct TLS, _xmpp-client._tcp for
+ * STARTTLS, as the TLS mode allows; merged by priority and weight, direct
+ * TLS first at equal priority), else the domain itself on 5222 (5223 in
+ * EPODE_TLS_DIRECT). Each address is tried in turn. EPODE_ERR_STATE if
+ * already started; EPODE_ERR_TLS if the configured CA file cannot be loaded
+ * (epode_conn_failure() says why; no events then). */
 epode_err epode_conn_connect(epode_conn *c);
-/* The host saw `events` on `fd`. */
+/* The host saw `events` on `fd`. Returns EPODE_OK, or once the connection
+ * has ended, its failure's error (EPODE_OK for a clean close).
+ * EPODE_ERR_STATE if called from inside one of its callbacks. */
 epode_err epode_conn_process_fd(epode_conn *c, int fd, unsigned events);
-/* The timer requested through epode_timer_fn fired. */
+/* The timer requested through epode_timer_fn fired. Same returns. */
 epode_err epode_conn_process_timeout(epode_conn *c);
+/* Writes what the session has queued. Stanzas sent from inside the
+ * connection's callbacks (events, handlers, iq replies, timed handlers) go
+ * out automatically; after an epode_session_send() made from elsewhere (a
+ * stdin handler, another fd's callback), call this. */
+epode_err epode_conn_flush(epode_conn *c);
 /* Ends the stream politely (the session's close, then TLS close_notify and
- * the socket) — finishes asynchronously with EPODE_EV_CLOSED. */
+ * the socket) — finishes asynchronously with EPODE_EV_CLOSED, after the
+ * server's </stream:stream> or EPODE_TIMEOUT_CLOSE. Before the stream is
+ * open it just stops (EPODE_EV_CLOSED with err EPODE_OK from the next
+ * process call). Calling it again is harmless. EPODE_ERR_STATE if never
+ * connected or already closed. */
 epode_err epode_conn_close(epode_conn *c);
 
+/* The connection's state: its own while resolving, connecting and in the
+ * TLS handshake, then the session's; CLOSING while its last bytes drain. */
 epode_state epode_conn_state(const epode_conn *c);
-/* Why the connection failed (err EPODE_OK while it has not). Never NULL. */
+/* Why the connection failed (err EPODE_OK while it has not): the
+ * connection's own failure (DNS, CONNECT, TLS, TLS_VERIFY, EOF, IO, with a
+ * detail naming hosts, addresses and the system's or OpenSSL's reason) if
+ * it has one, else the session's. Never NULL. */
 const epode_failure *epode_conn_failure(const epode_conn *c);
 
 /* Milliseconds on the clock epode uses (CLOCK_MONOTONIC). */

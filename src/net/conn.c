@@ -1,0 +1,913 @@
+/* The connection: DNS → TCP → (direct TLS) → session, with STARTTLS when
+ * the session asks, all driven by the host's fd readiness and timer.
+ *
+ * Re-entrancy: the app's event callback runs inside our processing (every
+ * session event is forwarded at once). It may call epode_conn_close(),
+ * epode_session_send() and friends; `depth` tells those calls that we are
+ * mid-processing, so close is deferred to the end of the current entry
+ * point and output is flushed after the session call returns. It must not
+ * call epode_conn_free().
+ *
+ * Teardown: every path ends in finish(), which emits EPODE_EV_CLOSED
+ * exactly once. A failure of our own (DNS, connect, TLS, I/O) emits
+ * EPODE_EV_ERROR first and makes epode_conn_failure() report it; the
+ * session is then told the transport ended (so pending iq callbacks run),
+ * and its own ERROR event for that is suppressed. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "epode/jid.h"
+#include "net/net.h"
+#include "util/alloc.h"
+#include "util/buf.h"
+
+/* One read from the socket. 16 KiB is a full TLS record. */
+#define READ_CHUNK 16384u
+/* Bytes read per process call before yielding to the host's other fds;
+ * the rest is picked up from a 0 ms timer. */
+#define READ_BUDGET (256u * 1024u)
+/* Ciphertext queued for the socket before we stop encrypting more session
+ * output (the session's own buffer is bounded by EPODE_LIMIT_OUTPUT_BYTES). */
+#define OUT_HIGH_WATER (256u * 1024u)
+/* Hard cap of that queue: only a peer that never reads while making us
+ * answer (TLS key updates) could reach it. */
+#define OUT_MAX (4u * 1024u * 1024u)
+/* How long we keep trying to deliver our last bytes after the stream ended. */
+#define DRAIN_MAX_MS 5000u
+
+enum phase { PH_IDLE = 0, PH_RESOLVING, PH_CONNECTING, PH_TLS, PH_STREAM, PH_DRAINING, PH_DONE };
+
+typedef struct watch {
+  int fd;
+  unsigned ev;
+} watch;
+
+struct epode_conn {
+  epode_config *cfg;
+  const epode_mem *mem;
+  epode_session *s;
+  epode_jid *jid;
+  epode_event_fn ev_fn;
+  void *ev_ud;
+  epode_io_fn io_fn;
+  epode_timer_fn timer_fn;
+  void *io_ud;
+  char *dns_servers; /* test hook */
+
+  enum phase phase;
+  epode__dns *dns;
+  epode__connector *k;
+  int fd;
+  int direct_tls;
+  char peer[384]; /* "host (address)" for messages */
+  epode__tls *tls;
+  int tls_starttls;        /* the handshake answers EPODE_EV_STARTTLS */
+  uint64_t tls_deadline;   /* 0: none */
+  uint64_t close_deadline; /* backstop after epode_conn_close() */
+  uint64_t drain_deadline;
+  int notify_sent; /* TLS close_notify queued */
+  epode__buf out;  /* ciphertext waiting for the socket */
+
+  watch *w;
+  size_t nw, capw;
+  int timer_on;
+  int64_t timer_at; /* absolute time last requested */
+
+  unsigned depth; /* > 0 while inside our processing or the app's callback */
+  int in_read;
+  int want_starttls;  /* session asked; start after its call returns */
+  int session_closed; /* session emitted EPODE_EV_CLOSED */
+  int session_started;
+  int close_requested, close_started;
+  int closed_emitted;
+  int kick;       /* run process_timeout soon (0 ms timer) */
+  int more_input; /* read budget used up, or TLS holds decrypted data */
+  int write_failed;
+  int write_errno;
+  epode_state last_state;
+
+  int fail_set; /* our own verdict (may be EPODE_OK: closed by the app) */
+  epode_failure fail;
+  char fail_detail[2600];
+
+  unsigned char rbuf[READ_CHUNK];
+  unsigned char pbuf[READ_CHUNK];
+};
+
+uint64_t epode_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void advance(epode_conn *c);
+static void after_session(epode_conn *c);
+static void flush(epode_conn *c);
+static void read_input(epode_conn *c);
+
+/* ------------------------------------------------------------------ events */
+
+static void emit(epode_conn *c, epode_event_type type, epode_state st, const epode_failure *f) {
+  if (!c->ev_fn) return;
+  epode_event ev;
+  memset(&ev, 0, sizeof ev);
+  ev.type = type;
+  ev.state = st;
+  ev.jid = epode_session_jid(c->s);
+  ev.failure = f ? f : epode_conn_failure(c);
+  c->depth++;
+  c->ev_fn(&ev, c->ev_ud);
+  c->depth--;
+}
+
+static void emit_state(epode_conn *c, epode_state st) {
+  if (c->last_state == st) return;
+  c->last_state = st;
+  emit(c, EPODE_EV_STATE, st, NULL);
+}
+
+static void on_session_event(const epode_event *ev, void *ud) {
+  epode_conn *c = ud;
+  switch (ev->type) {
+  case EPODE_EV_STATE: emit_state(c, ev->state); break;
+  case EPODE_EV_STARTTLS: c->want_starttls = 1; break;
+  case EPODE_EV_READY: emit(c, EPODE_EV_READY, ev->state, ev->failure); break;
+  case EPODE_EV_ERROR:
+    /* When the transport failed, we already reported why. */
+    if (!c->fail_set) emit(c, EPODE_EV_ERROR, ev->state, ev->failure);
+    break;
+  case EPODE_EV_CLOSED: c->session_closed = 1; break;
+  }
+}
+
+/* ------------------------------------------------------------------ io */
+
+static void set_watch(epode_conn *c, int fd, unsigned ev) {
+  size_t i;
+  for (i = 0; i < c->nw && c->w[i].fd != fd; i++)
+    ;
+  if (i == c->nw) {
+    if (!ev) return;
+    if (c->nw == c->capw) {
+      size_t ncap = c->capw ? c->capw * 2 : 4;
+      watch *nw = epode__realloc(c->mem, c->w, ncap * sizeof *nw);
+      if (!nw) return; /* cannot happen for a handful of fds; the timeout catches it */
+      c->w = nw;
+      c->capw = ncap;
+    }
+    c->w[c->nw++] = (watch){fd, 0};
+  }
+  if (c->w[i].ev == ev) return;
+  c->w[i].ev = ev;
+  if (c->io_fn) c->io_fn(fd, ev, c->io_ud);
+  if (!ev) c->w[i] = c->w[--c->nw];
+}
+
+static void dns_sock_cb(int fd, unsigned events, void *ud) { set_watch(ud, fd, events); }
+static void connector_close_cb(int fd, void *ud) { set_watch(ud, fd, 0); }
+
+static size_t pending_out(const epode_conn *c) {
+  if (c->tls) return c->out.len + epode__tls_out_len(c->tls);
+  return c->phase == PH_STREAM || c->phase == PH_DRAINING ? epode_session_output_len(c->s) : 0;
+}
+
+static void update_io(epode_conn *c) {
+  uint64_t now = epode_now_ms();
+  if (c->fd >= 0) {
+    unsigned ev = 0;
+    int out = pending_out(c) > 0 && !c->write_failed;
+    switch (c->phase) {
+    case PH_TLS:
+    case PH_STREAM: ev = EPODE_IO_READ | (out ? EPODE_IO_WRITE : 0u); break;
+    case PH_DRAINING: ev = out ? EPODE_IO_WRITE : 0u; break;
+    default: break;
+    }
+    set_watch(c, c->fd, ev);
+  }
+  if (c->phase == PH_CONNECTING && c->k && epode__connector_fd(c->k) >= 0)
+    set_watch(c, epode__connector_fd(c->k), EPODE_IO_WRITE);
+
+  int64_t d = -1;
+#define CONSIDER(x)                                                                                \
+  do {                                                                                             \
+    int64_t x_ = (x);                                                                              \
+    if (x_ >= 0 && (d < 0 || x_ < d)) d = x_;                                                      \
+  } while (0)
+  if (c->phase != PH_DONE && c->phase != PH_IDLE && (c->kick || c->more_input))
+    CONSIDER((int64_t)now);
+  switch (c->phase) {
+  case PH_RESOLVING: CONSIDER(epode__dns_deadline(c->dns, now)); break;
+  case PH_CONNECTING: CONSIDER(epode__connector_deadline(c->k)); break;
+  case PH_TLS: CONSIDER(c->tls_deadline ? (int64_t)c->tls_deadline : -1); break;
+  case PH_STREAM:
+    CONSIDER(epode_session_next_deadline(c->s));
+    CONSIDER(c->close_deadline ? (int64_t)c->close_deadline : -1);
+    break;
+  case PH_DRAINING: CONSIDER((int64_t)c->drain_deadline); break;
+  default: break;
+  }
+#undef CONSIDER
+  if (d < 0) {
+    if (c->timer_on && c->timer_fn) c->timer_fn(-1, c->io_ud);
+    c->timer_on = 0;
+    return;
+  }
+  if (c->timer_on && c->timer_at == d) return;
+  c->timer_on = 1;
+  c->timer_at = d;
+  if (c->timer_fn) c->timer_fn(d > (int64_t)now ? d - (int64_t)now : 0, c->io_ud);
+}
+
+/* ------------------------------------------------------------------ teardown */
+
+static void shutdown_transport(epode_conn *c) {
+  if (c->dns) {
+    epode__dns_free(c->dns); /* reports its sockets closed */
+    c->dns = NULL;
+  }
+  if (c->k) {
+    epode__connector_free(c->k);
+    c->k = NULL;
+  }
+  epode__tls_free(c->tls);
+  c->tls = NULL;
+  if (c->fd >= 0) {
+    set_watch(c, c->fd, 0);
+    close(c->fd);
+    c->fd = -1;
+  }
+  epode__buf_reset(&c->out);
+  c->tls_deadline = c->close_deadline = c->drain_deadline = 0;
+  c->more_input = c->kick = 0;
+}
+
+static void finish(epode_conn *c) {
+  if (c->closed_emitted) return;
+  shutdown_transport(c);
+  c->phase = PH_DONE;
+  c->closed_emitted = 1;
+  epode__log(c->cfg, EPODE_LOG_INFO, "net", "connection closed%s%s",
+             epode_conn_failure(c)->err ? ": " : "",
+             epode_conn_failure(c)->err ? epode_conn_failure(c)->detail : "");
+  emit_state(c, EPODE_STATE_CLOSED);
+  emit(c, EPODE_EV_CLOSED, EPODE_STATE_CLOSED, NULL);
+}
+
+/* Ends the connection because of the transport: reports `err` with a
+ * detail, lets the session wind down, closes. */
+static void fail(epode_conn *c, epode_err err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void fail(epode_conn *c, epode_err err, const char *fmt, ...) {
+  if (c->phase == PH_DONE || c->fail_set) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(c->fail_detail, sizeof c->fail_detail, fmt, ap);
+  va_end(ap);
+  c->fail_set = 1;
+  c->fail.err = err;
+  c->fail.condition = c->fail.text = c->fail.mechanism = NULL;
+  c->fail.detail = c->fail_detail;
+  epode__log(c->cfg, EPODE_LOG_ERROR, "net", "%s: %s", epode_strerror(err), c->fail_detail);
+  emit(c, EPODE_EV_ERROR, epode_conn_state(c), &c->fail);
+  shutdown_transport(c);
+  if (c->session_started && !c->session_closed) {
+    c->depth++;
+    (void)epode_session_eof(c->s, epode_now_ms());
+    c->depth--;
+  }
+  finish(c);
+}
+
+static const char *target_name(const epode_conn *c) {
+  return c->cfg->server_host ? c->cfg->server_host : epode_jid_domain(c->jid);
+}
+
+/* ------------------------------------------------------------------ output */
+
+/* Moves TLS ciphertext into the socket queue. */
+static int move_tls_out(epode_conn *c) {
+  unsigned char tmp[4096];
+  while (c->tls && epode__tls_out_len(c->tls)) {
+    size_t n = epode__tls_take(c->tls, tmp, sizeof tmp);
+    if (!n) break;
+    epode_err e = epode__buf_append(&c->out, tmp, n);
+    if (e) {
+      fail(c, e, "more than %u bytes are waiting to be sent to %s; the server is not reading",
+           OUT_MAX, c->peer);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+static void write_error(epode_conn *c, int err) {
+  if (c->write_failed) return;
+  c->write_failed = 1;
+  c->write_errno = err;
+  /* A server that hangs up usually said why first (a stream error): read
+   * what is left before reporting the write failure. */
+  if (!c->in_read) read_input(c);
+}
+
+/* After a write failure, if reading did not end things: report it. */
+static void check_write_failed(epode_conn *c) {
+  if (!c->write_failed || c->phase == PH_DONE) return;
+  if (c->phase == PH_DRAINING) {
+    finish(c);
+    return;
+  }
+  int e = c->write_errno;
+  fail(c, e == EPIPE || e == ECONNRESET ? EPODE_ERR_EOF : EPODE_ERR_IO, "sending to %s failed: %s",
+       c->peer, strerror(e));
+}
+
+/* Sends the socket queue; 1 when empty, 0 when blocked, -1 on error. */
+static int send_out(epode_conn *c) {
+  while (c->out.len) {
+    long w = epode__sock_send(c->fd, c->out.data, c->out.len);
+    if (w < 0) {
+      write_error(c, errno);
+      return -1;
+    }
+    if (w == 0) return 0;
+    epode__buf_consume(&c->out, (size_t)w);
+  }
+  return 1;
+}
+
+static void flush(epode_conn *c) {
+  if (c->fd < 0 || c->write_failed || c->phase == PH_DONE) return;
+  if (c->tls) {
+    if (move_tls_out(c) < 0) return;
+    int streaming =
+        epode__tls_handshake_done(c->tls) && (c->phase == PH_STREAM || c->phase == PH_DRAINING);
+    for (;;) {
+      while (streaming && c->out.len < OUT_HIGH_WATER) {
+        size_t len;
+        const void *p = epode_session_peek_output(c->s, &len);
+        if (!len) break;
+        if (len > READ_CHUNK) len = READ_CHUNK;
+        epode_err e = epode__tls_write(c->tls, p, len);
+        if (e) {
+          fail(c, EPODE_ERR_TLS, "%s", epode__tls_detail(c->tls));
+          return;
+        }
+        epode_session_consume_output(c->s, len);
+        if (move_tls_out(c) < 0) return;
+      }
+      int r = send_out(c);
+      if (r <= 0) return;
+      if (!streaming || !epode_session_output_len(c->s)) return;
+    }
+  }
+  if (c->phase != PH_STREAM && c->phase != PH_DRAINING) return;
+  for (;;) {
+    size_t len;
+    const void *p = epode_session_peek_output(c->s, &len);
+    if (!len) return;
+    long w = epode__sock_send(c->fd, p, len);
+    if (w < 0) {
+      write_error(c, errno);
+      return;
+    }
+    if (w == 0) return;
+    epode_session_consume_output(c->s, (size_t)w);
+  }
+}
+
+/* ------------------------------------------------------------------ closing */
+
+/* The session is over: deliver its last words (and TLS close_notify), then
+ * close. Bounded by DRAIN_MAX_MS. */
+static void drain_step(epode_conn *c) {
+  if (c->phase != PH_DRAINING) return;
+  flush(c);
+  if (c->phase != PH_DRAINING) return;
+  if (c->tls && !c->notify_sent && !epode_session_output_len(c->s) &&
+      epode__tls_handshake_done(c->tls)) {
+    c->notify_sent = 1;
+    epode__tls_close_notify(c->tls);
+    if (move_tls_out(c) < 0) return;
+    flush(c);
+    if (c->phase != PH_DRAINING) return;
+  }
+  if (c->fd < 0 || c->write_failed || !pending_out(c)) finish(c);
+}
+
+static void begin_drain(epode_conn *c) {
+  c->phase = PH_DRAINING;
+  uint32_t t = c->cfg->timeouts[EPODE_TIMEOUT_CLOSE];
+  if (!t || t > DRAIN_MAX_MS) t = DRAIN_MAX_MS;
+  c->drain_deadline = epode_now_ms() + t;
+  c->close_deadline = 0;
+  drain_step(c);
+}
+
+static void process_close(epode_conn *c) {
+  c->close_started = 1;
+  uint64_t now = epode_now_ms();
+  switch (c->phase) {
+  case PH_STREAM:
+    if (c->session_closed) break;
+    epode__log(c->cfg, EPODE_LOG_DEBUG, "net", "closing the stream");
+    c->depth++;
+    (void)epode_session_close(c->s);
+    c->depth--;
+    if (c->cfg->timeouts[EPODE_TIMEOUT_CLOSE])
+      c->close_deadline = now + c->cfg->timeouts[EPODE_TIMEOUT_CLOSE] + 1000u;
+    after_session(c);
+    break;
+  case PH_RESOLVING:
+  case PH_CONNECTING:
+  case PH_TLS:
+    /* Nothing to say in XML yet: just stop. */
+    c->fail_set = 1;
+    c->fail.err = EPODE_OK;
+    snprintf(c->fail_detail, sizeof c->fail_detail,
+             "closed by the application before the stream was established");
+    c->fail.detail = c->fail_detail;
+    shutdown_transport(c);
+    if (c->session_started && !c->session_closed) {
+      c->depth++;
+      (void)epode_session_close(c->s);
+      c->depth--;
+    }
+    finish(c);
+    break;
+  default: break;
+  }
+}
+
+/* End of every public entry point. */
+static void end_call(epode_conn *c) {
+  if (c->close_requested && !c->close_started && c->phase != PH_DONE) process_close(c);
+  check_write_failed(c);
+  update_io(c);
+}
+
+/* ------------------------------------------------------------------ session glue */
+
+static void feed_session(epode_conn *c, const void *p, size_t n) {
+  c->depth++;
+  (void)epode_session_recv(c->s, p, n, epode_now_ms());
+  c->depth--;
+  after_session(c);
+}
+
+static void start_tls(epode_conn *c, int starttls);
+
+/* After every call into the session: send what it produced, then act on
+ * what it asked for. */
+static void after_session(epode_conn *c) {
+  if (c->phase == PH_DONE || c->phase == PH_DRAINING) return;
+  flush(c);
+  if (c->phase == PH_DONE) return;
+  if (c->want_starttls && c->phase == PH_STREAM && !c->session_closed) {
+    c->want_starttls = 0;
+    if (c->tls) {
+      fail(c, EPODE_ERR_PROTOCOL, "the session asked for STARTTLS on an encrypted stream");
+      return;
+    }
+    start_tls(c, 1);
+    return;
+  }
+  if (c->session_closed && c->phase == PH_STREAM) {
+    begin_drain(c);
+    return;
+  }
+  if (c->close_requested && !c->close_started && c->depth == 0) process_close(c);
+}
+
+static void tls_established(epode_conn *c) {
+  epode_tls_info info;
+  epode__tls_info(c->tls, &info);
+  c->tls_deadline = 0;
+  size_t alen = 0;
+  const char *alpn = epode__tls_alpn(c->tls, &alen);
+  if (alpn) epode__log(c->cfg, EPODE_LOG_DEBUG, "net", "ALPN: %.*s", (int)alen, alpn);
+  c->phase = PH_STREAM;
+  c->depth++;
+  if (c->tls_starttls) {
+    (void)epode_session_tls_done(c->s, &info, epode_now_ms());
+  } else {
+    c->session_started = 1;
+    (void)epode_session_start(c->s, epode_now_ms(), &info);
+  }
+  c->depth--;
+  after_session(c);
+}
+
+static void step_handshake(epode_conn *c) {
+  int r = epode__tls_handshake(c->tls);
+  if (r < 0) {
+    fail(c, (epode_err)r, "%s", epode__tls_detail(c->tls));
+    return;
+  }
+  flush(c); /* our handshake messages */
+  if (c->phase != PH_TLS) return;
+  if (r == EPODE__TLS_DONE) tls_established(c);
+}
+
+static void start_tls(epode_conn *c, int starttls) {
+  char detail[512];
+  epode_err e =
+      epode__tls_new(&c->tls, c->cfg, epode_jid_domain(c->jid), !starttls, detail, sizeof detail);
+  if (e) {
+    fail(c, e == EPODE_ERR_NOMEM ? e : EPODE_ERR_TLS, "%s", detail);
+    return;
+  }
+  c->tls_starttls = starttls;
+  c->phase = PH_TLS;
+  uint32_t t = c->cfg->timeouts[EPODE_TIMEOUT_TLS];
+  c->tls_deadline = t ? epode_now_ms() + t : 0;
+  epode__log(c->cfg, EPODE_LOG_INFO, "net", "TLS handshake with %s (%s, name %s)", c->peer,
+             starttls ? "STARTTLS" : "direct TLS", epode_jid_domain(c->jid));
+  emit_state(c, EPODE_STATE_TLS_HANDSHAKE);
+  if (c->phase != PH_TLS) return;
+  step_handshake(c);
+}
+
+/* ------------------------------------------------------------------ input */
+
+static void handle_eof(epode_conn *c) {
+  if (c->phase == PH_TLS) {
+    fail(c, EPODE_ERR_TLS, "%s closed the connection during the TLS handshake", c->peer);
+    return;
+  }
+  if (c->phase != PH_STREAM) return;
+  epode__log(c->cfg, EPODE_LOG_INFO, "net", "%s closed the connection", c->peer);
+  c->depth++;
+  (void)epode_session_eof(c->s, epode_now_ms());
+  c->depth--;
+  after_session(c);
+  if (c->phase == PH_STREAM) finish(c); /* the session should have closed */
+}
+
+/* Decrypted data to the session. */
+static void pump_plain(epode_conn *c) {
+  while (c->phase == PH_STREAM && c->tls && !c->session_closed) {
+    size_t n = 0;
+    int eof = 0;
+    epode_err e = epode__tls_read(c->tls, c->pbuf, sizeof c->pbuf, &n, &eof);
+    if (e) {
+      fail(c, EPODE_ERR_TLS, "%s", epode__tls_detail(c->tls));
+      return;
+    }
+    if (n) {
+      feed_session(c, c->pbuf, n);
+      continue;
+    }
+    if (move_tls_out(c) < 0) return; /* post-handshake replies (key update) */
+    flush(c);
+    if (eof) handle_eof(c);
+    return;
+  }
+}
+
+static void read_input(epode_conn *c) {
+  size_t budget = READ_BUDGET;
+  c->more_input = 0;
+  c->in_read = 1;
+  while (c->fd >= 0 && (c->phase == PH_TLS || c->phase == PH_STREAM) && !c->session_closed) {
+    long n = epode__sock_recv(c->fd, c->rbuf, sizeof c->rbuf);
+    if (n < 0) {
+      int e = errno;
+      if (e == EAGAIN || e == EWOULDBLOCK) break;
+      if (e == ECONNRESET && c->phase == PH_STREAM &&
+          epode_session_state(c->s) == EPODE_STATE_CLOSING) {
+        handle_eof(c); /* we said goodbye; a reset is an answer too */
+      } else {
+        fail(c, e == ECONNRESET ? EPODE_ERR_EOF : EPODE_ERR_IO, "reading from %s failed: %s",
+             c->peer, strerror(e));
+      }
+      break;
+    }
+    if (n == 0) {
+      handle_eof(c);
+      break;
+    }
+    if (c->tls) {
+      epode_err e = epode__tls_feed(c->tls, c->rbuf, (size_t)n);
+      if (e) {
+        fail(c, e, "%s", epode__tls_detail(c->tls));
+        break;
+      }
+      if (c->phase == PH_TLS) step_handshake(c);
+      if (c->phase == PH_STREAM) pump_plain(c);
+    } else {
+      feed_session(c, c->rbuf, (size_t)n);
+    }
+    if ((size_t)n >= budget) {
+      c->more_input = 1;
+      break;
+    }
+    budget -= (size_t)n;
+  }
+  if (c->tls && c->phase == PH_STREAM && epode__tls_pending(c->tls)) c->more_input = 1;
+  c->in_read = 0;
+}
+
+/* ------------------------------------------------------------------ state machine */
+
+static void advance(epode_conn *c) {
+  for (;;) {
+    if (c->phase == PH_RESOLVING && epode__dns_done(c->dns)) {
+      const epode__addr *addrs;
+      size_t n;
+      const char *detail;
+      epode_err e = epode__dns_result(c->dns, &addrs, &n, &detail);
+      if (e) {
+        fail(c, e == EPODE_ERR_NOMEM ? e : EPODE_ERR_DNS, "%s", detail);
+        return;
+      }
+      e = epode__connector_new(&c->k, c->cfg, addrs, n, c->cfg->timeouts[EPODE_TIMEOUT_CONNECT]);
+      if (e) {
+        fail(c, e, "cannot set up the connection attempts");
+        return;
+      }
+      epode__connector_set_close_cb(c->k, connector_close_cb, c);
+      epode__dns_free(c->dns);
+      c->dns = NULL;
+      c->phase = PH_CONNECTING;
+      emit_state(c, EPODE_STATE_CONNECTING);
+      if (c->phase != PH_CONNECTING) return;
+      epode__connector_start(c->k, epode_now_ms());
+      continue;
+    }
+    if (c->phase == PH_CONNECTING && epode__connector_done(c->k)) {
+      int fd;
+      size_t which;
+      const char *detail;
+      epode_err e = epode__connector_result(c->k, &fd, &which, &detail);
+      if (e) {
+        fail(c, EPODE_ERR_CONNECT, "could not connect to %s: %s", target_name(c), detail);
+        return;
+      }
+      const epode__addr *a = epode__connector_addr(c->k, which);
+      char as[80];
+      epode__addr_str(a, as, sizeof as);
+      snprintf(c->peer, sizeof c->peer, "%s (%s)", a->host, as);
+      c->direct_tls = a->direct_tls;
+      c->fd = fd;
+      epode__connector_free(c->k); /* fd is ours now */
+      c->k = NULL;
+      epode__log(c->cfg, EPODE_LOG_INFO, "net", "connected to %s", c->peer);
+      if (c->direct_tls) {
+        start_tls(c, 0);
+      } else {
+        c->phase = PH_STREAM;
+        c->session_started = 1;
+        c->depth++;
+        (void)epode_session_start(c->s, epode_now_ms(), NULL);
+        c->depth--;
+        after_session(c);
+      }
+      continue;
+    }
+    return;
+  }
+}
+
+/* ------------------------------------------------------------------ API */
+
+epode_err epode_conn_new(epode_conn **out, const epode_config *cfg) {
+  if (!out || !cfg) return EPODE_ERR_INVAL;
+  *out = NULL;
+  if (!cfg->jid) return EPODE_ERR_INVAL;
+  epode_conn *c = epode__calloc(&cfg->mem, sizeof *c);
+  if (!c) return EPODE_ERR_NOMEM;
+  c->fd = -1;
+  c->timer_at = -1;
+  c->last_state = EPODE_STATE_IDLE;
+  c->fail.detail = "no failure";
+  epode_err e = epode_config_clone(&c->cfg, cfg);
+  if (e) {
+    epode__free(&cfg->mem, c);
+    return e;
+  }
+  c->mem = &c->cfg->mem;
+  epode__buf_init(&c->out, c->mem, OUT_MAX);
+  if ((e = epode_jid_parse(&c->jid, c->mem, c->cfg->jid)) ||
+      (e = epode_session_new(&c->s, c->cfg))) {
+    epode_conn_free(c);
+    return e;
+  }
+  epode_session_set_event_cb(c->s, on_session_event, c);
+  *out = c;
+  return EPODE_OK;
+}
+
+void epode_conn_free(epode_conn *c) {
+  if (!c) return;
+  shutdown_transport(c);
+  for (size_t i = c->nw; i-- > 0;)
+    set_watch(c, c->w[i].fd, 0);
+  if (c->timer_on && c->timer_fn) c->timer_fn(-1, c->io_ud);
+  epode_session_free(c->s);
+  epode_jid_free(c->jid);
+  epode__buf_free(&c->out);
+  epode__free(c->mem, c->w);
+  epode__free(c->mem, c->dns_servers);
+  epode_config *cfg = c->cfg;
+  epode_mem mem = cfg->mem;
+  epode_config_free(cfg);
+  epode__free(&mem, c);
+}
+
+epode_session *epode_conn_session(epode_conn *c) { return c ? c->s : NULL; }
+
+void epode_conn_set_event_cb(epode_conn *c, epode_event_fn fn, void *ud) {
+  if (!c) return;
+  c->ev_fn = fn;
+  c->ev_ud = ud;
+}
+
+void epode_conn_set_io(epode_conn *c, epode_io_fn io, epode_timer_fn timer, void *ud) {
+  if (!c) return;
+  c->io_fn = io;
+  c->timer_fn = timer;
+  c->io_ud = ud;
+  /* Tell the new host what we already watch and when we want to wake. */
+  if (io)
+    for (size_t i = 0; i < c->nw; i++)
+      if (c->w[i].ev) io(c->w[i].fd, c->w[i].ev, ud);
+  if (timer && c->timer_on) {
+    int64_t now = (int64_t)epode_now_ms();
+    timer(c->timer_at > now ? c->timer_at - now : 0, ud);
+  }
+}
+
+epode_err epode__conn_set_dns_servers(epode_conn *c, const char *csv) {
+  if (!c || !csv) return EPODE_ERR_INVAL;
+  char *d = epode__strdup(c->mem, csv);
+  if (!d) return EPODE_ERR_NOMEM;
+  epode__free(c->mem, c->dns_servers);
+  c->dns_servers = d;
+  return EPODE_OK;
+}
+
+epode_err epode_conn_connect(epode_conn *c) {
+  if (!c) return EPODE_ERR_INVAL;
+  if (c->phase != PH_IDLE) return EPODE_ERR_STATE;
+  epode_err e;
+  if (c->cfg->cafile && !(c->cfg->flags & EPODE_CFG_TLS_NO_VERIFY)) {
+    /* Find a bad CA file now rather than after DNS and TCP. */
+    epode__tls *probe = NULL;
+    e = epode__tls_new(&probe, c->cfg, epode_jid_domain(c->jid), 0, c->fail_detail,
+                       sizeof c->fail_detail);
+    epode__tls_free(probe);
+    if (e) {
+      c->fail_set = 1;
+      c->fail.err = e == EPODE_ERR_NOMEM ? e : EPODE_ERR_TLS;
+      c->fail.detail = c->fail_detail;
+      return c->fail.err;
+    }
+  }
+  if ((e = epode__dns_new(&c->dns, c->cfg, dns_sock_cb, c))) return e;
+  if (c->dns_servers && (e = epode__dns_set_servers(c->dns, c->dns_servers))) {
+    epode__dns_free(c->dns);
+    c->dns = NULL;
+    return e;
+  }
+  e = epode__dns_start(c->dns, epode_jid_domain(c->jid), c->cfg->tls_mode, c->cfg->server_host,
+                       c->cfg->server_port, epode_now_ms());
+  if (e) {
+    epode__dns_free(c->dns);
+    c->dns = NULL;
+    return e;
+  }
+  c->phase = PH_RESOLVING;
+  /* The rest (even a lookup that finished at once) happens from the host's
+   * loop, so no terminal event fires inside this call. */
+  c->kick = 1;
+  emit_state(c, EPODE_STATE_RESOLVING);
+  end_call(c);
+  return EPODE_OK;
+}
+
+static epode_err result(const epode_conn *c) {
+  return c->phase == PH_DONE ? epode_conn_failure(c)->err : EPODE_OK;
+}
+
+epode_err epode_conn_process_fd(epode_conn *c, int fd, unsigned events) {
+  if (!c || fd < 0) return EPODE_ERR_INVAL;
+  if (c->depth) return EPODE_ERR_STATE;
+  uint64_t now = epode_now_ms();
+  switch (c->phase) {
+  case PH_RESOLVING: epode__dns_process_fd(c->dns, fd, events, now); break;
+  case PH_CONNECTING:
+    if (fd == epode__connector_fd(c->k)) epode__connector_process(c->k, now);
+    break;
+  case PH_TLS:
+  case PH_STREAM:
+    if (fd != c->fd) break;
+    if (events & EPODE_IO_WRITE) flush(c);
+    if ((events & EPODE_IO_READ) && c->fd >= 0) read_input(c);
+    break;
+  case PH_DRAINING:
+    if (fd == c->fd) drain_step(c);
+    break;
+  default: break;
+  }
+  advance(c);
+  end_call(c);
+  return result(c);
+}
+
+epode_err epode_conn_process_timeout(epode_conn *c) {
+  if (!c) return EPODE_ERR_INVAL;
+  if (c->depth) return EPODE_ERR_STATE;
+  uint64_t now = epode_now_ms();
+  c->timer_on = 0; /* the request was used */
+  c->kick = 0;
+  switch (c->phase) {
+  case PH_RESOLVING: epode__dns_process_timeout(c->dns, now); break;
+  case PH_CONNECTING: epode__connector_process_timeout(c->k, now); break;
+  case PH_TLS:
+    if (c->tls_deadline && now >= c->tls_deadline)
+      fail(c, EPODE_ERR_TLS, "the TLS handshake with %s did not finish within %u ms", c->peer,
+           (unsigned)c->cfg->timeouts[EPODE_TIMEOUT_TLS]);
+    else if (c->more_input)
+      read_input(c);
+    break;
+  case PH_STREAM: {
+    if (c->more_input) read_input(c);
+    if (c->phase != PH_STREAM) break;
+    int64_t d = epode_session_next_deadline(c->s);
+    if (d >= 0 && (int64_t)now >= d) {
+      c->depth++;
+      (void)epode_session_tick(c->s, now);
+      c->depth--;
+      after_session(c);
+    }
+    if (c->phase == PH_STREAM && c->close_deadline && now >= c->close_deadline) {
+      /* The session's own close timeout should have fired; make sure. */
+      c->depth++;
+      (void)epode_session_eof(c->s, now);
+      c->depth--;
+      after_session(c);
+      if (c->phase == PH_STREAM) finish(c);
+    }
+    break;
+  }
+  case PH_DRAINING:
+    if (now >= c->drain_deadline) {
+      epode__log(c->cfg, EPODE_LOG_INFO, "net", "giving up delivering the last %zu bytes to %s",
+                 pending_out(c), c->peer);
+      finish(c);
+    } else {
+      drain_step(c);
+    }
+    break;
+  default: break;
+  }
+  advance(c);
+  end_call(c);
+  return result(c);
+}
+
+epode_err epode_conn_flush(epode_conn *c) {
+  if (!c) return EPODE_ERR_INVAL;
+  if (c->depth) return EPODE_OK; /* flushed when the current processing ends */
+  if (c->phase != PH_STREAM) return EPODE_OK;
+  after_session(c);
+  end_call(c);
+  return result(c);
+}
+
+epode_err epode_conn_close(epode_conn *c) {
+  if (!c) return EPODE_ERR_INVAL;
+  if (c->phase == PH_IDLE || c->phase == PH_DONE) return EPODE_ERR_STATE;
+  if (c->close_requested) return EPODE_OK;
+  c->close_requested = 1;
+  if (c->depth) return EPODE_OK; /* done when the current processing ends */
+  if (c->phase == PH_STREAM) {
+    process_close(c);
+  } else {
+    c->kick = 1; /* finish from the loop, not inside this call */
+  }
+  end_call(c);
+  return EPODE_OK;
+}
+
+epode_state epode_conn_state(const epode_conn *c) {
+  if (!c) return EPODE_STATE_IDLE;
+  switch (c->phase) {
+  case PH_IDLE: return EPODE_STATE_IDLE;
+  case PH_RESOLVING: return EPODE_STATE_RESOLVING;
+  case PH_CONNECTING: return EPODE_STATE_CONNECTING;
+  case PH_TLS: return EPODE_STATE_TLS_HANDSHAKE;
+  case PH_STREAM: return epode_session_state(c->s);
+  case PH_DRAINING: return EPODE_STATE_CLOSING;
+  case PH_DONE: return EPODE_STATE_CLOSED;
+  }
+  return EPODE_STATE_CLOSED;
+}
+
+const epode_failure *epode_conn_failure(const epode_conn *c) {
+  return c->fail_set ? &c->fail : epode_session_failure(c->s);
+}
