@@ -1,0 +1,925 @@
+/* The XMPP stream parser: restricted XML, namespaces, UTF-8, limits,
+ * arbitrary input splitting, stream restarts, fragment mode. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "xml/parser.h"
+
+#define HDR                                                                                        \
+  "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "          \
+  "from='example.com' id='s1' version='1.0' xml:lang='en'>"
+
+/* ------------------------------------------------------------ recorder */
+
+typedef struct rec {
+  char *log; /* every event, serialised */
+  size_t len, cap;
+  int starts, stanzas, ends;
+  epode__xml_parser *p;
+  int reset_at_stanza;          /* reset() from the callback of stanza n (1-based) */
+  int reset_at_start;           /* reset() from the n-th stream_start callback */
+  epode_err fail_at_stanza_err; /* return this from stanza n = fail_at_stanza */
+  int fail_at_stanza;
+  epode_stanza *keep; /* the last stanza, kept when keep_last is set */
+  int keep_last;
+} rec;
+
+static void logf_(rec *r, const char *fmt, ...) {
+  char tmp[512];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+  va_end(ap);
+  assert_true(n >= 0 && (size_t)n < sizeof tmp);
+  if (r->len + (size_t)n + 1 > r->cap) {
+    r->cap = (r->len + (size_t)n + 1) * 2;
+    r->log = realloc(r->log, r->cap);
+  }
+  memcpy(r->log + r->len, tmp, (size_t)n + 1);
+  r->len += (size_t)n;
+}
+
+static void log_str(rec *r, const char *s) {
+  size_t n = strlen(s);
+  if (r->len + n + 1 > r->cap) {
+    r->cap = (r->len + n + 1) * 2;
+    r->log = realloc(r->log, r->cap);
+  }
+  memcpy(r->log + r->len, s, n + 1);
+  r->len += n;
+}
+
+static epode_err cb_start(void *ud, const char *name, const char *ns, const char *dns,
+                          const char **attrs) {
+  rec *r = ud;
+  r->starts++;
+  logf_(r, "START {%s}%s default=%s", ns, name, dns ? dns : "(none)");
+  for (; attrs[0]; attrs += 2)
+    logf_(r, " %s='%s'", attrs[0], attrs[1]);
+  log_str(r, "\n");
+  if (r->reset_at_start == r->starts) assert_int_equal(epode__xml_parser_reset(r->p), EPODE_OK);
+  return EPODE_OK;
+}
+
+static epode_err cb_stanza(void *ud, epode_stanza *st) {
+  rec *r = ud;
+  r->stanzas++;
+  char *s = NULL;
+  assert_int_equal(epode_stanza_to_string(st, NULL, &s, NULL), EPODE_OK);
+  log_str(r, "STANZA ");
+  log_str(r, s);
+  log_str(r, "\n");
+  epode_free(epode_stanza_mem(st), s);
+  if (r->keep_last) {
+    epode_stanza_free(r->keep);
+    r->keep = st;
+  } else {
+    epode_stanza_free(st);
+  }
+  if (r->reset_at_stanza == r->stanzas) assert_int_equal(epode__xml_parser_reset(r->p), EPODE_OK);
+  if (r->fail_at_stanza == r->stanzas) return r->fail_at_stanza_err;
+  return EPODE_OK;
+}
+
+static epode_err cb_end(void *ud) {
+  rec *r = ud;
+  r->ends++;
+  log_str(r, "END\n");
+  return EPODE_OK;
+}
+
+static const epode__xml_callbacks callbacks = {cb_start, cb_stanza, cb_end};
+
+static epode__xml_parser *mk(rec *r, int mode, const epode__xml_limits *lim) {
+  memset(r, 0, sizeof *r);
+  assert_int_equal(epode__xml_parser_new(&r->p, NULL, lim, mode, &callbacks, r), EPODE_OK);
+  return r->p;
+}
+
+static void done(rec *r) {
+  epode__xml_parser_free(r->p);
+  epode_stanza_free(r->keep);
+  free(r->log);
+  memset(r, 0, sizeof *r);
+}
+
+/* Feeds `len` bytes in chunks of `chunk` (0: all at once); stops at the first
+ * error. */
+static epode_err feed_chunks(epode__xml_parser *p, const char *s, size_t len, size_t chunk) {
+  if (!chunk) chunk = len ? len : 1;
+  for (size_t off = 0; off < len; off += chunk) {
+    size_t n = len - off < chunk ? len - off : chunk;
+    epode_err e = epode__xml_parser_feed(p, s + off, n);
+    if (e) return e;
+  }
+  return EPODE_OK;
+}
+
+/* Parses a whole input (one feed) and returns the error. */
+static epode_err parse_all(const char *s, int mode, const epode__xml_limits *lim, rec *r) {
+  mk(r, mode, lim);
+  return epode__xml_parser_feed(r->p, s, strlen(s));
+}
+
+static void expect_err(const char *s, epode_err want) {
+  rec r;
+  epode_err e = parse_all(s, EPODE__XML_STREAM, NULL, &r);
+  if (e != want)
+    fail_msg("input %s\n  got %s (%s), want %s", s, epode_err_name(e),
+             epode__xml_parser_errmsg(r.p), epode_err_name(want));
+  /* The error is sticky. */
+  assert_int_equal(epode__xml_parser_feed(r.p, " ", 1), want);
+  assert_non_null(strstr(epode__xml_parser_errmsg(r.p), ""));
+  done(&r);
+  /* Same result fed one byte at a time. */
+  mk(&r, EPODE__XML_STREAM, NULL);
+  e = feed_chunks(r.p, s, strlen(s), 1);
+  if (e != want)
+    fail_msg("bytewise input %s\n  got %s (%s), want %s", s, epode_err_name(e),
+             epode__xml_parser_errmsg(r.p), epode_err_name(want));
+  done(&r);
+}
+
+/* ------------------------------------------------------------ valid streams */
+
+static const char stream_doc[] =
+    "<?xml version='1.0' encoding='UTF-8'?>\n" HDR
+    "<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>"
+    "<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>SCRAM-SHA-1</mechanism>"
+    "<mechanism>PLAIN</mechanism></mechanisms></stream:features>\n \t\r\n"
+    "<message from='juliet@example.com/balcony' to='romeo@example.net' type='chat' "
+    "xml:lang='fr' id='m&amp;1'>"
+    "<body>caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 &lt;b&gt; &amp; &quot;q&quot; &apos;a&apos; "
+    "&#65;&#x42;&#x20AC;&#x1F600; <![CDATA[<not a tag> & ]]> end</body>"
+    "<thread>t\xc3\xa9</thread><x xmlns='jabber:x:data' type='form'><field var='v'/></x>"
+    "<p:ext xmlns:p='urn:ext' p:attr='1' plain='\xe2\x82\xac'>pre<p:inner/>post</p:ext>"
+    "</message>"
+    "<iq type='result' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+    "<jid>juliet@example.com/balcony</jid></bind></iq>"
+    " "
+    "<presence/>"
+    "<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+    "<text xmlns='urn:ietf:params:xml:ns:xmpp-streams' xml:lang='en'>bye</text></stream:error>"
+    "</stream:stream>";
+
+static const char stream_log[] =
+    "START {http://etherx.jabber.org/streams}stream default=jabber:client from='example.com' "
+    "id='s1' version='1.0' xml:lang='en'\n"
+    "STANZA <features xmlns='http://etherx.jabber.org/streams'>"
+    "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>"
+    "<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>SCRAM-SHA-1</mechanism>"
+    "<mechanism>PLAIN</mechanism></mechanisms></features>\n"
+    "STANZA <message xmlns='jabber:client' from='juliet@example.com/balcony' "
+    "to='romeo@example.net' type='chat' xml:lang='fr' id='m&amp;1'>"
+    "<body>caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 &lt;b&gt; &amp; \"q\" 'a' "
+    "AB\xe2\x82\xac\xf0\x9f\x98\x80 &lt;not a tag&gt; &amp;  end</body>"
+    "<thread>t\xc3\xa9</thread><x xmlns='jabber:x:data' type='form'><field var='v'/></x>"
+    "<ext xmlns='urn:ext' xmlns:ns1='urn:ext' ns1:attr='1' plain='\xe2\x82\xac'>pre<inner/>post"
+    "</ext></message>\n"
+    "STANZA <iq xmlns='jabber:client' type='result' id='b1'>"
+    "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><jid>juliet@example.com/balcony</jid></bind>"
+    "</iq>\n"
+    "STANZA <presence xmlns='jabber:client'/>\n"
+    "STANZA <error xmlns='http://etherx.jabber.org/streams'>"
+    "<conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+    "<text xmlns='urn:ietf:params:xml:ns:xmpp-streams' xml:lang='en'>bye</text></error>\n"
+    "END\n";
+
+static void test_stream(void **state) {
+  (void)state;
+  rec r;
+  mk(&r, EPODE__XML_STREAM, NULL);
+  r.keep_last = 1;
+  assert_int_equal(epode__xml_parser_feed(r.p, stream_doc, sizeof stream_doc - 1), EPODE_OK);
+  assert_string_equal(r.log, stream_log);
+  assert_int_equal(r.starts, 1);
+  assert_int_equal(r.stanzas, 5);
+  assert_int_equal(r.ends, 1);
+  /* The tree itself: names and namespaces resolved. */
+  epode_stanza *err = r.keep;
+  assert_string_equal(epode_stanza_name(err), "error");
+  assert_string_equal(epode_stanza_ns(err), EPODE_NS_STREAMS);
+  epode_stanza *c = epode_stanza_find_child(err, "conflict", EPODE_NS_STREAM_ERRORS);
+  assert_non_null(c);
+  epode_stanza *t = epode_stanza_find_child(err, "text", EPODE_NS_STREAM_ERRORS);
+  assert_string_equal(epode_stanza_get_attr(t, "xml:lang"), "en");
+  assert_string_equal(epode_stanza_text(t), "bye");
+  assert_int_equal(epode__xml_parser_pending(r.p), 0);
+  /* Whitespace after the end of the stream is fine. */
+  assert_int_equal(epode__xml_parser_feed(r.p, "\n  ", 3), EPODE_OK);
+  done(&r);
+}
+
+static void test_message_tree(void **state) {
+  (void)state;
+  rec r;
+  mk(&r, EPODE__XML_STREAM, NULL);
+  r.keep_last = 1;
+  const char *s = HDR "<message xmlns:p='urn:ext' p:attr='1' xml:lang='de'>"
+                      "<body>a &amp; b</body><p:x xmlns='urn:other'><y/></p:x></message>";
+  assert_int_equal(epode__xml_parser_feed(r.p, s, strlen(s)), EPODE_OK);
+  epode_stanza *m = r.keep;
+  assert_non_null(m);
+  assert_string_equal(epode_stanza_name(m), "message");
+  assert_string_equal(epode_stanza_ns(m), EPODE_NS_CLIENT);
+  assert_string_equal(epode_stanza_get_attr(m, "{urn:ext}attr"), "1");
+  assert_string_equal(epode_stanza_get_attr(m, "xml:lang"), "de");
+  assert_null(epode_stanza_get_attr(m, "xmlns:p")); /* declarations are not attributes */
+  assert_int_equal(epode_stanza_attr_count(m), 2);
+  assert_string_equal(epode_stanza_child_text(m, "body"), "a & b");
+  epode_stanza *x = epode_stanza_find_child(m, "x", "urn:ext");
+  assert_non_null(x);
+  epode_stanza *y = epode_stanza_find_child(x, "y", "urn:other");
+  assert_non_null(y); /* default namespace inherited from p:x's declaration */
+  /* The stream is still open; the parser waits for more. */
+  assert_int_equal(r.ends, 0);
+  done(&r);
+}
+
+static void test_namespaces(void **state) {
+  (void)state;
+  /* Default namespace inheritance and undeclaring. */
+  rec r;
+  assert_int_equal(parse_all(HDR "<iq><q xmlns='urn:q'><a/><b xmlns=''><c/></b></q><d/></iq>",
+                             EPODE__XML_STREAM, NULL, &r),
+                   EPODE_OK);
+  assert_non_null(strstr(r.log, "STANZA <iq xmlns='jabber:client'><q xmlns='urn:q'><a/>"
+                                "<b xmlns=''><c/></b></q><d/></iq>"));
+  done(&r);
+  /* A stream with a different default namespace and a custom prefix. */
+  assert_int_equal(
+      parse_all("<s:stream xmlns:s='http://etherx.jabber.org/streams' xmlns='jabber:server'>"
+                "<s:features/><message/></s:stream>",
+                EPODE__XML_STREAM, NULL, &r),
+      EPODE_OK);
+  assert_string_equal(r.log,
+                      "START {http://etherx.jabber.org/streams}stream default=jabber:server\n"
+                      "STANZA <features xmlns='http://etherx.jabber.org/streams'/>\n"
+                      "STANZA <message xmlns='jabber:server'/>\n"
+                      "END\n");
+  done(&r);
+  /* No default namespace on the header. */
+  assert_int_equal(parse_all("<stream:stream xmlns:stream='http://etherx.jabber.org/streams'>"
+                             "<a/>",
+                             EPODE__XML_STREAM, NULL, &r),
+                   EPODE_OK);
+  assert_string_equal(r.log, "START {http://etherx.jabber.org/streams}stream default=(none)\n"
+                             "STANZA <a/>\n");
+  done(&r);
+  /* Undeclared prefixes: element, attribute, end tag, on the header. */
+  expect_err(HDR "<foo:x/>", EPODE_ERR_XML_NS);
+  expect_err(HDR "<x foo:a='1'/>", EPODE_ERR_XML_NS);
+  expect_err(HDR "<x><foo:y xmlns:foo='urn:a'/><foo:z/></x>", EPODE_ERR_XML_NS);
+  expect_err("<stream:stream xmlns='jabber:client'>", EPODE_ERR_XML_NS);
+  expect_err(HDR "<x xmlns:xml='urn:wrong'/>", EPODE_ERR_XML_NS);
+  expect_err(HDR "<x xmlns:xmlns='urn:a'/>", EPODE_ERR_XML_NS);
+  expect_err(HDR "<x xmlns:p=''/>", EPODE_ERR_XML_NS);
+  /* Duplicate attribute after prefix resolution. */
+  expect_err(HDR "<x xmlns:a='urn:1' xmlns:b='urn:1' a:k='1' b:k='2'/>", EPODE_ERR_XML);
+}
+
+static void test_refs_and_cdata(void **state) {
+  (void)state;
+  rec r;
+  mk(&r, EPODE__XML_STREAM, NULL);
+  r.keep_last = 1;
+  const char *s = HDR "<m a='&lt;&#x27;&#34;&#9;&#10;&#13;x'>&#x10FFFF;&#xE9;&#233;"
+                      "<![CDATA[]]><![CDATA[a]]]]><![CDATA[>&amp;]]>\r\nz\ry</m>";
+  assert_int_equal(epode__xml_parser_feed(r.p, s, strlen(s)), EPODE_OK);
+  assert_string_equal(epode_stanza_get_attr(r.keep, "a"), "<'\"\t\n\rx");
+  char *text = NULL;
+  assert_int_equal(epode_stanza_get_text(r.keep, &text, NULL), EPODE_OK);
+  /* CR LF and lone CR are normalised to LF by XML; &#13; is kept. */
+  assert_string_equal(text, "\xf4\x8f\xbf\xbf\xc3\xa9\xc3\xa9"
+                            "a]]>&amp;\nz\ny");
+  epode_free(NULL, text);
+  /* One merged text node for all the pieces. */
+  assert_null(epode_stanza_next_sibling(epode_stanza_first_child(r.keep)));
+  done(&r);
+  /* Invalid character references. */
+  expect_err(HDR "<m>&#0;</m>", EPODE_ERR_XML);
+  expect_err(HDR "<m>&#1;</m>", EPODE_ERR_XML);
+  expect_err(HDR "<m>&#xD800;</m>", EPODE_ERR_XML);
+  expect_err(HDR "<m>&#x110000;</m>", EPODE_ERR_XML);
+  expect_err(HDR "<m>&#xFFFE;</m>", EPODE_ERR_XML);
+}
+
+/* ------------------------------------------------------------ restricted XML */
+
+static void test_restricted(void **state) {
+  (void)state;
+  expect_err("<!DOCTYPE stream>" HDR, EPODE_ERR_XML_RESTRICTED);
+  expect_err("<?xml version='1.0'?><!DOCTYPE stream [<!ELEMENT stream ANY>]>" HDR,
+             EPODE_ERR_XML_RESTRICTED);
+  expect_err("<!DOCTYPE x [<!ENTITY e 'boom'>]><x>&e;</x>", EPODE_ERR_XML_RESTRICTED);
+  expect_err("<!DOCTYPE x [<!ENTITY % pe 'x'> %pe;]><x/>", EPODE_ERR_XML_RESTRICTED);
+  expect_err("<!DOCTYPE x SYSTEM 'file:///etc/passwd'><x/>", EPODE_ERR_XML_RESTRICTED);
+  expect_err("<!DOCTYPE x [<!ENTITY ext SYSTEM 'file:///etc/passwd'>]><x>&ext;</x>",
+             EPODE_ERR_XML_RESTRICTED);
+  expect_err("<!DOCTYPE x [<!ATTLIST x a CDATA 'd'>]><x/>", EPODE_ERR_XML_RESTRICTED);
+  expect_err("<!DOCTYPE x [<!NOTATION n SYSTEM 'n'>]><x/>", EPODE_ERR_XML_RESTRICTED);
+  /* Entity references other than the five predefined ones. */
+  expect_err(HDR "<m>&foo;</m>", EPODE_ERR_XML_RESTRICTED);
+  expect_err(HDR "<m a='&foo;'/>", EPODE_ERR_XML_RESTRICTED);
+  expect_err(HDR "<m>&nbsp;</m>", EPODE_ERR_XML_RESTRICTED);
+  /* Processing instructions, anywhere. */
+  expect_err("<?php echo 1; ?>" HDR, EPODE_ERR_XML_RESTRICTED);
+  expect_err(HDR "<?pi data?>", EPODE_ERR_XML_RESTRICTED);
+  expect_err(HDR "<m><?pi data?></m>", EPODE_ERR_XML_RESTRICTED);
+  expect_err(HDR "<m><?xml-stylesheet href='a'?></m>", EPODE_ERR_XML_RESTRICTED);
+  /* Comments, anywhere. */
+  expect_err("<!-- c -->" HDR, EPODE_ERR_XML_RESTRICTED);
+  expect_err(HDR "<!-- c -->", EPODE_ERR_XML_RESTRICTED);
+  expect_err(HDR "<m><!-- c --></m>", EPODE_ERR_XML_RESTRICTED);
+  /* The message says what and where. */
+  rec r;
+  assert_int_equal(parse_all("\n<!DOCTYPE x>", EPODE__XML_STREAM, NULL, &r),
+                   EPODE_ERR_XML_RESTRICTED);
+  assert_non_null(strstr(epode__xml_parser_errmsg(r.p), "line 2"));
+  assert_non_null(strstr(epode__xml_parser_errmsg(r.p), "DOCTYPE"));
+  done(&r);
+  /* Refused before any stanza after it is delivered. */
+  assert_int_equal(parse_all(HDR "<a/><!-- c --><b/>", EPODE__XML_STREAM, NULL, &r),
+                   EPODE_ERR_XML_RESTRICTED);
+  assert_int_equal(r.stanzas, 1);
+  done(&r);
+}
+
+static void test_billion_laughs(void **state) {
+  (void)state;
+  char doc[4096];
+  int n = snprintf(doc, sizeof doc, "<?xml version='1.0'?><!DOCTYPE lolz [<!ENTITY lol 'lol'>");
+  for (int i = 1; i <= 9; i++) {
+    n += snprintf(doc + n, sizeof doc - (size_t)n, "<!ENTITY lol%d '", i);
+    for (int k = 0; k < 10; k++)
+      n += snprintf(doc + n, sizeof doc - (size_t)n, i == 1 ? "&lol;" : "&lol%d;", i - 1);
+    n += snprintf(doc + n, sizeof doc - (size_t)n, "'>");
+  }
+  n += snprintf(doc + n, sizeof doc - (size_t)n, "]><lolz>&lol9;</lolz>");
+  assert_true((size_t)n < sizeof doc);
+  clock_t t0 = clock();
+  rec r;
+  assert_int_equal(parse_all(doc, EPODE__XML_STREAM, NULL, &r), EPODE_ERR_XML_RESTRICTED);
+  assert_int_equal(r.starts + r.stanzas, 0);
+  done(&r);
+  /* Also when the DOCTYPE arrives after a valid stream header? Not possible
+   * (a DOCTYPE must precede the root), so it is a plain syntax error. */
+  expect_err(HDR "<!DOCTYPE x>", EPODE_ERR_XML);
+  /* Fed byte by byte too. */
+  mk(&r, EPODE__XML_STREAM, NULL);
+  assert_int_equal(feed_chunks(r.p, doc, (size_t)n, 1), EPODE_ERR_XML_RESTRICTED);
+  done(&r);
+  double secs = (double)(clock() - t0) / CLOCKS_PER_SEC;
+  assert_true(secs < 1.0);
+}
+
+/* ------------------------------------------------------------ splitting */
+
+static const char split_doc[] =
+    "<?xml version='1.0'?>" HDR "<message to='\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80@x' type='chat'>"
+    "<body>2:\xc3\xa9\xc3\xbc 3:\xe2\x82\xac\xe4\xb8\xad 4:\xf0\x9f\x98\x80\xf0\x90\x8d\x88"
+    " &amp;&lt;&gt;&quot;&apos; &#x1F600;&#233; <![CDATA[ <x> ]]></body>"
+    "<caf\xc3\xa9 xmlns='urn:\xe2\x82\xac' \xc3\xa9t\xc3\xa9='\xf0\x9f\x98\x80'/>"
+    "</message>\r\n"
+    "<iq type='get' id='1'><query xmlns='jabber:iq:roster'/></iq>"
+    "<presence><show>away</show><status>\xe6\x97\xa5\xe6\x9c\xac</status></presence>"
+    "</stream:stream>";
+
+static void test_split_everywhere(void **state) {
+  (void)state;
+  const size_t n = sizeof split_doc - 1;
+  rec ref;
+  mk(&ref, EPODE__XML_STREAM, NULL);
+  assert_int_equal(epode__xml_parser_feed(ref.p, split_doc, n), EPODE_OK);
+  assert_int_equal(ref.stanzas, 3);
+  assert_int_equal(ref.ends, 1);
+  assert_non_null(strstr(ref.log, "4:\xf0\x9f\x98\x80\xf0\x90\x8d\x88"));
+  /* Every single split point. */
+  for (size_t i = 0; i <= n; i++) {
+    rec r;
+    mk(&r, EPODE__XML_STREAM, NULL);
+    assert_int_equal(epode__xml_parser_feed(r.p, split_doc, i), EPODE_OK);
+    assert_int_equal(epode__xml_parser_feed(r.p, split_doc + i, n - i), EPODE_OK);
+    if (strcmp(r.log, ref.log) != 0) fail_msg("split at %zu differs:\n%s", i, r.log);
+    done(&r);
+  }
+  /* Every chunk size from 1 byte (fully byte-wise) to 64. */
+  for (size_t chunk = 1; chunk <= 64; chunk++) {
+    rec r;
+    mk(&r, EPODE__XML_STREAM, NULL);
+    assert_int_equal(feed_chunks(r.p, split_doc, n, chunk), EPODE_OK);
+    if (strcmp(r.log, ref.log) != 0) fail_msg("chunk %zu differs:\n%s", chunk, r.log);
+    done(&r);
+  }
+  /* Every pair of split points over the message stanza (dense coverage of
+   * multi-byte characters split twice). */
+  const char *ms = strstr(split_doc, "<message");
+  const char *me = strstr(split_doc, "</message>");
+  size_t a0 = (size_t)(ms - split_doc), a1 = (size_t)(me - split_doc);
+  for (size_t i = a0; i < a1; i += 3) {
+    for (size_t j = i; j < a1; j += 5) {
+      rec r;
+      mk(&r, EPODE__XML_STREAM, NULL);
+      assert_int_equal(epode__xml_parser_feed(r.p, split_doc, i), EPODE_OK);
+      assert_int_equal(epode__xml_parser_feed(r.p, split_doc + i, j - i), EPODE_OK);
+      assert_int_equal(epode__xml_parser_feed(r.p, split_doc + j, n - j), EPODE_OK);
+      if (strcmp(r.log, ref.log) != 0) fail_msg("split at %zu,%zu differs", i, j);
+      done(&r);
+    }
+  }
+  /* Empty feeds are harmless. */
+  rec r;
+  mk(&r, EPODE__XML_STREAM, NULL);
+  assert_int_equal(epode__xml_parser_feed(r.p, NULL, 0), EPODE_OK);
+  assert_int_equal(epode__xml_parser_feed(r.p, split_doc, n), EPODE_OK);
+  assert_string_equal(r.log, ref.log);
+  done(&r);
+  done(&ref);
+}
+
+/* ------------------------------------------------------------ UTF-8 */
+
+static void test_utf8(void **state) {
+  (void)state;
+  static const char *const bad[] = {
+      "\xc0\xaf",         /* overlong '/' */
+      "\xc1\xbf",         /* overlong */
+      "\xe0\x80\xaf",     /* overlong 3-byte */
+      "\xf0\x80\x80\xaf", /* overlong 4-byte */
+      "\xed\xa0\x80",     /* UTF-16 surrogate D800 */
+      "\xed\xbf\xbf",     /* surrogate DFFF */
+      "\xf4\x90\x80\x80", /* U+110000 */
+      "\xf5\x80\x80\x80",
+      "\xf8\x88\x80\x80\x80",
+      "\xfe",
+      "\xff",
+      "\x80", /* stray continuation */
+      "\xbf",
+      "\xc3",         /* truncated 2-byte, followed by '<' */
+      "\xe2\x82",     /* truncated 3-byte */
+      "\xf0\x9f\x98", /* truncated 4-byte */
+      "\xc3\xc3\xa9", /* lead followed by lead */
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    char doc[256];
+    /* In text, at the end of an element, in an attribute value, in a name. */
+    snprintf(doc, sizeof doc, HDR "<m>a%s</m>", bad[i]);
+    expect_err(doc, EPODE_ERR_XML_UTF8);
+    snprintf(doc, sizeof doc, HDR "<m a='%s'/>", bad[i]);
+    expect_err(doc, EPODE_ERR_XML_UTF8);
+    snprintf(doc, sizeof doc, HDR "<m%s/>", bad[i]);
+    expect_err(doc, EPODE_ERR_XML_UTF8);
+    snprintf(doc, sizeof doc, "<?xml version='1.0'?>%s<", bad[i]);
+    expect_err(doc, EPODE_ERR_XML_UTF8);
+  }
+  /* Stanzas complete before the bad byte are still delivered, whatever the
+   * split. */
+  const char *doc = HDR "<a/><b/>\xff";
+  size_t n = strlen(doc);
+  for (size_t i = 0; i <= n; i++) {
+    rec r;
+    mk(&r, EPODE__XML_STREAM, NULL);
+    epode_err e = epode__xml_parser_feed(r.p, doc, i);
+    if (!e) e = epode__xml_parser_feed(r.p, doc + i, n - i);
+    assert_int_equal(e, EPODE_ERR_XML_UTF8);
+    assert_int_equal(r.stanzas, 2);
+    assert_non_null(strstr(epode__xml_parser_errmsg(r.p), "UTF-8"));
+    done(&r);
+  }
+  /* Characters XML 1.0 does not allow, in valid UTF-8. */
+  expect_err(HDR "<m>a\x01</m>", EPODE_ERR_XML);
+  expect_err(HDR "<m>a\x1b</m>", EPODE_ERR_XML);
+  expect_err(HDR "<m a='\x02'/>", EPODE_ERR_XML);
+  expect_err(HDR "<m>\xef\xbf\xbe</m>", EPODE_ERR_XML); /* U+FFFE */
+  expect_err(HDR "<m>\xef\xbf\xbf</m>", EPODE_ERR_XML); /* U+FFFF */
+  {
+    rec r;
+    mk(&r, EPODE__XML_STREAM, NULL);
+    static const char nul[] = HDR "<m>a\0b</m>";
+    assert_int_equal(epode__xml_parser_feed(r.p, nul, sizeof nul - 1), EPODE_ERR_XML);
+    done(&r);
+  }
+  /* The encoding is UTF-8, whatever the declaration says. */
+  expect_err("<?xml version='1.0' encoding='ISO-8859-1'?>" HDR, EPODE_ERR_XML);
+  expect_err("<?xml version='1.0' encoding='UTF-16'?>" HDR, EPODE_ERR_XML);
+  expect_err("<?xml version='1.1'?>" HDR, EPODE_ERR_XML);
+  rec r;
+  assert_int_equal(parse_all("<?xml version='1.0' encoding='utf-8' standalone='yes'?>" HDR,
+                             EPODE__XML_STREAM, NULL, &r),
+                   EPODE_OK);
+  assert_int_equal(r.starts, 1);
+  done(&r);
+  /* A UTF-8 byte order mark is accepted. */
+  assert_int_equal(parse_all("\xef\xbb\xbf" HDR, EPODE__XML_STREAM, NULL, &r), EPODE_OK);
+  assert_int_equal(r.starts, 1);
+  done(&r);
+}
+
+/* ------------------------------------------------------------ malformed */
+
+static void test_malformed(void **state) {
+  (void)state;
+  expect_err(HDR "<a></b>", EPODE_ERR_XML);
+  expect_err(HDR "<a><b></a></b>", EPODE_ERR_XML);
+  expect_err(HDR "<a x=1/>", EPODE_ERR_XML);
+  expect_err(HDR "<a x='1'y='2'/>", EPODE_ERR_XML);
+  expect_err(HDR "<a x='1'' y='2'/>", EPODE_ERR_XML);
+  expect_err(HDR "<a x='1' x='2'/>", EPODE_ERR_XML);
+  expect_err(HDR "<a x='<'/>", EPODE_ERR_XML);
+  expect_err(HDR "<a>&</a>", EPODE_ERR_XML);
+  expect_err(HDR "<a>&amp</a>", EPODE_ERR_XML);
+  expect_err(HDR "<1a/>", EPODE_ERR_XML);
+  expect_err(HDR "<a b/>", EPODE_ERR_XML);
+  expect_err(HDR "</stream:stream></stream:stream>", EPODE_ERR_XML);
+  expect_err(HDR "<a/><?xml version='1.0'?>", EPODE_ERR_XML);
+  expect_err("text before" HDR, EPODE_ERR_XML);
+  /* Text between stanzas (only whitespace allowed). */
+  expect_err(HDR "<a/>junk<b/>", EPODE_ERR_XML);
+  expect_err(HDR "&amp;", EPODE_ERR_XML);
+  /* Garbage after the end of the stream. */
+  rec r;
+  assert_int_equal(parse_all(HDR "<a/></stream:stream>", EPODE__XML_STREAM, NULL, &r), EPODE_OK);
+  assert_int_equal(r.ends, 1);
+  assert_int_equal(epode__xml_parser_feed(r.p, "<b/>", 4), EPODE_ERR_XML);
+  assert_int_equal(r.stanzas, 1);
+  /* Sticky, with position. */
+  assert_int_equal(epode__xml_parser_feed(r.p, "", 0), EPODE_ERR_XML);
+  assert_non_null(strstr(epode__xml_parser_errmsg(r.p), "line 1, column"));
+  done(&r);
+  assert_int_equal(parse_all(HDR "</stream:stream>garbage", EPODE__XML_STREAM, NULL, &r),
+                   EPODE_ERR_XML);
+  assert_int_equal(r.ends, 1);
+  done(&r);
+}
+
+/* ------------------------------------------------------------ limits */
+
+static void test_limit_stanza_bytes(void **state) {
+  (void)state;
+  epode__xml_limits lim = {100, 0, 0};
+  /* A stanza of exactly 100 bytes is accepted, 101 is not. */
+  char st100[128], st101[128];
+  memset(st100, 0, sizeof st100);
+  strcpy(st100, "<m>");
+  memset(st100 + 3, 'x', 100 - 7);
+  strcat(st100, "</m>");
+  assert_int_equal(strlen(st100), 100);
+  strcpy(st101, "<m>x");
+  memset(st101 + 4, 'x', 100 - 7);
+  st101[97] = '\0';
+  strcat(st101, "</m>");
+  assert_int_equal(strlen(st101), 101);
+  /* An empty-element stanza of 100 / 101 bytes. */
+  char e100[128], e101[128];
+  snprintf(e100, sizeof e100, "<m a='%0*d'/>", 100 - 9, 0);
+  snprintf(e101, sizeof e101, "<m a='%0*d'/>", 101 - 9, 0);
+  assert_int_equal(strlen(e100), 100);
+  assert_int_equal(strlen(e101), 101);
+  const char *ok[] = {st100, e100};
+  const char *over[] = {st101, e101};
+  for (int k = 0; k < 2; k++) {
+    for (size_t chunk = 0; chunk <= 7; chunk++) {
+      char doc[512];
+      rec r;
+      snprintf(doc, sizeof doc, HDR "  %s\n  %s %s", ok[k], ok[k], ok[k]);
+      mk(&r, EPODE__XML_STREAM, &lim);
+      assert_int_equal(feed_chunks(r.p, doc, strlen(doc), chunk), EPODE_OK);
+      assert_int_equal(r.stanzas, 3);
+      done(&r);
+      snprintf(doc, sizeof doc, HDR "%s %s", ok[k], over[k]);
+      mk(&r, EPODE__XML_STREAM, &lim);
+      epode_err e = feed_chunks(r.p, doc, strlen(doc), chunk);
+      if (e != EPODE_ERR_LIMIT) fail_msg("k=%d chunk=%zu: %s", k, chunk, epode_err_name(e));
+      assert_int_equal(r.stanzas, 1);
+      assert_non_null(strstr(epode__xml_parser_errmsg(r.p), "100"));
+      done(&r);
+    }
+  }
+  /* A 100 MB stanza fed in 64 KiB pieces is refused just after the limit
+   * (default limit, 1 MiB), without being buffered. */
+  rec r;
+  mk(&r, EPODE__XML_STREAM, NULL);
+  assert_int_equal(epode__xml_parser_feed(r.p, HDR "<message><body>", strlen(HDR) + 15), EPODE_OK);
+  static char chunk[65536];
+  memset(chunk, 'a', sizeof chunk);
+  size_t fed = 15;
+  epode_err e = EPODE_OK;
+  while (fed < 100u * 1024 * 1024 && !e) {
+    e = epode__xml_parser_feed(r.p, chunk, sizeof chunk);
+    if (!e) {
+      fed += sizeof chunk;
+      assert_true(epode__xml_parser_pending(r.p) <= 1024 * 1024);
+    }
+  }
+  assert_int_equal(e, EPODE_ERR_LIMIT);
+  assert_true(fed <= 1024 * 1024);
+  assert_true(fed > 1024 * 1024 - sizeof chunk);
+  done(&r);
+  /* A start tag that never ends (expat would buffer it) is refused too. */
+  mk(&r, EPODE__XML_STREAM, &lim);
+  assert_int_equal(epode__xml_parser_feed(r.p, HDR "<message a='", strlen(HDR) + 12), EPODE_OK);
+  e = EPODE_OK;
+  for (int i = 0; i < 100 && !e; i++)
+    e = epode__xml_parser_feed(r.p, "xxxxxxxxxx", 10);
+  assert_int_equal(e, EPODE_ERR_LIMIT);
+  done(&r);
+  /* Whitespace keepalives between stanzas never add up to a stanza. */
+  mk(&r, EPODE__XML_STREAM, &lim);
+  assert_int_equal(epode__xml_parser_feed(r.p, HDR, strlen(HDR)), EPODE_OK);
+  for (int i = 0; i < 1000; i++)
+    assert_int_equal(epode__xml_parser_feed(r.p, " ", 1), EPODE_OK);
+  assert_int_equal(epode__xml_parser_feed(r.p, st100, 100), EPODE_OK);
+  assert_int_equal(r.stanzas, 1);
+  done(&r);
+  /* The stream header has its own bound. */
+  char big[40000];
+  memset(big, 'h', sizeof big - 1);
+  big[sizeof big - 1] = '\0';
+  char *hdr = malloc(sizeof big + 256);
+  snprintf(hdr, sizeof big + 256,
+           "<stream:stream xmlns:stream='http://etherx.jabber.org/streams' id='%s'>", big);
+  mk(&r, EPODE__XML_STREAM, NULL);
+  assert_int_equal(epode__xml_parser_feed(r.p, hdr, strlen(hdr)), EPODE_ERR_LIMIT);
+  assert_int_equal(r.starts, 0);
+  assert_non_null(strstr(epode__xml_parser_errmsg(r.p), "header"));
+  done(&r);
+  free(hdr);
+}
+
+static void test_limit_depth_attrs(void **state) {
+  (void)state;
+  epode__xml_limits lim = {0, 4, 4}; /* HDR has 4 attributes */
+  rec r;
+  /* Depth: the stanza itself is depth 1. */
+  assert_int_equal(parse_all(HDR "<a><b><c><d/></c></b></a>", EPODE__XML_STREAM, &lim, &r),
+                   EPODE_OK);
+  assert_int_equal(r.stanzas, 1);
+  done(&r);
+  assert_int_equal(parse_all(HDR "<a><b><c><d><e/></d></c></b></a>", EPODE__XML_STREAM, &lim, &r),
+                   EPODE_ERR_LIMIT);
+  assert_int_equal(r.stanzas, 0);
+  assert_non_null(strstr(epode__xml_parser_errmsg(r.p), "deeper"));
+  done(&r);
+  /* Attributes per element (namespace declarations do not count). */
+  assert_int_equal(parse_all(HDR
+                             "<a xmlns:p='urn:p' x='1' y='2' p:z='3'><b a='1' b='2' c='3'/></a>",
+                             EPODE__XML_STREAM, &lim, &r),
+                   EPODE_OK);
+  assert_int_equal(r.stanzas, 1);
+  done(&r);
+  assert_int_equal(
+      parse_all(HDR "<a><b a='1' b='2' c='3' d='4' e='5'/></a>", EPODE__XML_STREAM, &lim, &r),
+      EPODE_ERR_LIMIT);
+  assert_non_null(strstr(epode__xml_parser_errmsg(r.p), "attributes"));
+  done(&r);
+  /* On the stream header too. */
+  assert_int_equal(parse_all("<stream:stream xmlns:stream='http://etherx.jabber.org/streams' "
+                             "a='1' b='2' c='3' d='4' e='5'>",
+                             EPODE__XML_STREAM, &lim, &r),
+                   EPODE_ERR_LIMIT);
+  assert_int_equal(r.starts, 0);
+  done(&r);
+  /* Defaults: 64 deep is fine, 65 is not. */
+  char doc[2048];
+  for (int depth = 64; depth <= 65; depth++) {
+    int n = snprintf(doc, sizeof doc, "%s", HDR);
+    for (int i = 0; i < depth; i++)
+      n += snprintf(doc + n, sizeof doc - (size_t)n, "<e>");
+    for (int i = 0; i < depth; i++)
+      n += snprintf(doc + n, sizeof doc - (size_t)n, "</e>");
+    assert_int_equal(parse_all(doc, EPODE__XML_STREAM, NULL, &r),
+                     depth == 64 ? EPODE_OK : EPODE_ERR_LIMIT);
+    done(&r);
+  }
+}
+
+/* ------------------------------------------------------------ reset, callbacks */
+
+static void test_reset_in_callback(void **state) {
+  (void)state;
+  rec r;
+  mk(&r, EPODE__XML_STREAM, NULL);
+  /* STARTTLS: the server's <proceed/> makes us restart; anything after it in
+   * the same read (here TLS bytes that are not XML) is dropped. */
+  r.reset_at_stanza = 2;
+  const char *s1 = "<?xml version='1.0'?>" HDR "<stream:features/>"
+                   "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>\x16\x03\x01\xff\xfe garbage";
+  assert_int_equal(epode__xml_parser_feed(r.p, s1, strlen(s1)), EPODE_OK);
+  assert_int_equal(r.stanzas, 2);
+  assert_int_equal(epode__xml_parser_pending(r.p), 0);
+  /* A new document, with its own XML declaration. */
+  const char *s2 = "<?xml version='1.0'?>" HDR "<stream:features><bind "
+                   "xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></stream:features>";
+  assert_int_equal(feed_chunks(r.p, s2, strlen(s2), 3), EPODE_OK);
+  assert_int_equal(r.starts, 2);
+  assert_int_equal(r.stanzas, 3);
+  assert_non_null(strstr(r.log, "STANZA <features xmlns='http://etherx.jabber.org/streams'>"
+                                "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></features>"));
+  done(&r);
+
+  /* Reset from the stream_start callback, mid-feed. */
+  mk(&r, EPODE__XML_STREAM, NULL);
+  r.reset_at_start = 1;
+  assert_int_equal(epode__xml_parser_feed(r.p, HDR "<dropped/>", strlen(HDR) + 10), EPODE_OK);
+  assert_int_equal(r.stanzas, 0);
+  assert_int_equal(epode__xml_parser_feed(r.p, HDR "<kept/>", strlen(HDR) + 7), EPODE_OK);
+  assert_int_equal(r.starts, 2);
+  assert_int_equal(r.stanzas, 1);
+  done(&r);
+
+  /* Reset inside a stanza callback while the stanza's own byte-wise feed is
+   * in progress, at every split. */
+  const char *s3 = HDR "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>";
+  for (size_t i = 0; i <= strlen(s3); i++) {
+    mk(&r, EPODE__XML_STREAM, NULL);
+    r.reset_at_stanza = 1;
+    assert_int_equal(epode__xml_parser_feed(r.p, s3, i), EPODE_OK);
+    assert_int_equal(epode__xml_parser_feed(r.p, s3 + i, strlen(s3) - i), EPODE_OK);
+    assert_int_equal(r.stanzas, 1);
+    assert_int_equal(epode__xml_parser_feed(r.p, HDR "<x/>", strlen(HDR) + 4), EPODE_OK);
+    assert_int_equal(r.starts, 2);
+    assert_int_equal(r.stanzas, 2);
+    done(&r);
+  }
+
+  /* Reset outside callbacks clears an error and a partial stanza. */
+  mk(&r, EPODE__XML_STREAM, NULL);
+  assert_int_equal(epode__xml_parser_feed(r.p, HDR "<a><b>partial", strlen(HDR) + 13), EPODE_OK);
+  assert_true(epode__xml_parser_pending(r.p) >= 13);
+  assert_int_equal(epode__xml_parser_reset(r.p), EPODE_OK);
+  assert_int_equal(epode__xml_parser_pending(r.p), 0);
+  assert_int_equal(epode__xml_parser_feed(r.p, "<!-- x -->", 10), EPODE_ERR_XML_RESTRICTED);
+  assert_int_equal(epode__xml_parser_reset(r.p), EPODE_OK);
+  assert_string_equal(epode__xml_parser_errmsg(r.p), "no error");
+  assert_int_equal(epode__xml_parser_feed(r.p, HDR "<a/>", strlen(HDR) + 4), EPODE_OK);
+  assert_int_equal(r.starts, 2);
+  assert_int_equal(r.stanzas, 1);
+  done(&r);
+}
+
+static epode_err cb_refeed(void *ud, epode_stanza *st) {
+  rec *r = ud;
+  epode_stanza_free(st);
+  r->stanzas++;
+  /* Feeding from inside a callback is refused. */
+  assert_int_equal(epode__xml_parser_feed(r->p, "<x/>", 4), EPODE_ERR_STATE);
+  return EPODE_OK;
+}
+
+static void test_callback_errors(void **state) {
+  (void)state;
+  rec r;
+  mk(&r, EPODE__XML_STREAM, NULL);
+  r.fail_at_stanza = 2;
+  r.fail_at_stanza_err = EPODE_ERR_PROTOCOL;
+  assert_int_equal(epode__xml_parser_feed(r.p, HDR "<a/><b/><c/>", strlen(HDR) + 12),
+                   EPODE_ERR_PROTOCOL);
+  assert_int_equal(r.stanzas, 2);
+  assert_int_equal(epode__xml_parser_feed(r.p, "<d/>", 4), EPODE_ERR_PROTOCOL);
+  assert_int_equal(r.stanzas, 2);
+  done(&r);
+
+  epode__xml_callbacks cb = {NULL, cb_refeed, NULL};
+  memset(&r, 0, sizeof r);
+  assert_int_equal(epode__xml_parser_new(&r.p, NULL, NULL, EPODE__XML_STREAM, &cb, &r), EPODE_OK);
+  assert_int_equal(epode__xml_parser_feed(r.p, HDR "<a/></stream:stream>", strlen(HDR) + 20),
+                   EPODE_OK);
+  assert_int_equal(r.stanzas, 1);
+  done(&r);
+
+  /* NULL callbacks: stanzas are freed (ASan would report a leak). */
+  epode__xml_callbacks none = {NULL, NULL, NULL};
+  epode__xml_parser *p = NULL;
+  assert_int_equal(epode__xml_parser_new(&p, NULL, NULL, EPODE__XML_STREAM, &none, NULL), EPODE_OK);
+  assert_int_equal(epode__xml_parser_feed(p, stream_doc, sizeof stream_doc - 1), EPODE_OK);
+  epode__xml_parser_free(p);
+  epode__xml_parser_free(NULL);
+  assert_int_equal(epode__xml_parser_new(&p, NULL, NULL, 7, &none, NULL), EPODE_ERR_INVAL);
+  assert_null(p);
+}
+
+/* ------------------------------------------------------------ fragments */
+
+static void test_fragments(void **state) {
+  (void)state;
+  rec r;
+  mk(&r, EPODE__XML_FRAGMENTS, NULL);
+  const char *s = "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='example.com' "
+                  "version='1.0'/>\n"
+                  "<message xmlns='jabber:client' to='a@b'><body>hi \xe2\x82\xac</body></message>"
+                  " <close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>";
+  assert_int_equal(feed_chunks(r.p, s, strlen(s), 1), EPODE_OK);
+  assert_int_equal(r.starts, 0);
+  assert_int_equal(r.ends, 0);
+  assert_int_equal(r.stanzas, 3);
+  assert_string_equal(r.log,
+                      "STANZA <open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='example.com' "
+                      "version='1.0'/>\n"
+                      "STANZA <message xmlns='jabber:client' to='a@b'><body>hi \xe2\x82\xac</body>"
+                      "</message>\n"
+                      "STANZA <close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>\n");
+  /* Restricted constructs and stray end tags are refused here too. */
+  assert_int_equal(epode__xml_parser_feed(r.p, "<!-- c -->", 10), EPODE_ERR_XML_RESTRICTED);
+  assert_int_equal(epode__xml_parser_reset(r.p), EPODE_OK);
+  assert_int_equal(epode__xml_parser_feed(r.p, "<a/>", 4), EPODE_OK);
+  assert_int_equal(epode__xml_parser_feed(r.p, "</w>", 4), EPODE_ERR_XML);
+  assert_int_equal(epode__xml_parser_reset(r.p), EPODE_OK);
+  assert_int_equal(epode__xml_parser_feed(r.p, "text", 4), EPODE_ERR_XML);
+  assert_int_equal(epode__xml_parser_reset(r.p), EPODE_OK);
+  assert_int_equal(epode__xml_parser_feed(r.p, "<p:a/>", 6), EPODE_ERR_XML_NS);
+  assert_int_equal(epode__xml_parser_reset(r.p), EPODE_OK);
+  assert_int_equal(epode__xml_parser_feed(r.p, "<a>\xc0\xaf</a>", 9), EPODE_ERR_XML_UTF8);
+  assert_non_null(strstr(epode__xml_parser_errmsg(r.p), "byte 3"));
+  done(&r);
+  /* Limits apply per fragment. */
+  epode__xml_limits lim = {20, 0, 0};
+  mk(&r, EPODE__XML_FRAGMENTS, &lim);
+  assert_int_equal(epode__xml_parser_feed(r.p, "<a>0123456789012</a>", 20), EPODE_OK);
+  assert_int_equal(epode__xml_parser_feed(r.p, "<a>0123456789012</a>", 20), EPODE_OK);
+  assert_int_equal(epode__xml_parser_feed(r.p, "<a>01234567890123</a>", 21), EPODE_ERR_LIMIT);
+  assert_int_equal(r.stanzas, 2);
+  done(&r);
+}
+
+/* ------------------------------------------------------------ allocation failure */
+
+typedef struct failmem {
+  long fail_at, calls, live;
+} failmem;
+
+static void *f_alloc(size_t n, void *ud) {
+  failmem *f = ud;
+  if (++f->calls == f->fail_at) return NULL;
+  void *p = malloc(n);
+  if (p) f->live++;
+  return p;
+}
+static void *f_realloc(void *p, size_t n, void *ud) {
+  failmem *f = ud;
+  if (++f->calls == f->fail_at) return NULL;
+  void *q = realloc(p, n);
+  if (q && !p) f->live++;
+  return q;
+}
+static void f_free(void *p, void *ud) {
+  failmem *f = ud;
+  if (p) f->live--;
+  free(p);
+}
+
+static epode_err cb_count(void *ud, epode_stanza *st) {
+  (*(int *)ud)++;
+  epode_stanza_free(st);
+  return EPODE_OK;
+}
+
+static void test_alloc_failure(void **state) {
+  (void)state;
+  failmem f = {0, 0, 0};
+  epode_mem mem = {f_alloc, f_realloc, f_free, &f};
+  epode__xml_callbacks cb = {NULL, cb_count, NULL};
+  for (long n = 1;; n++) {
+    f.fail_at = n, f.calls = 0, f.live = 0;
+    int count = 0;
+    epode__xml_parser *p = NULL;
+    epode_err e = epode__xml_parser_new(&p, &mem, NULL, EPODE__XML_STREAM, &cb, &count);
+    if (!e) e = feed_chunks(p, stream_doc, sizeof stream_doc - 1, 7);
+    epode__xml_parser_free(p);
+    if (f.live != 0) fail_msg("allocation %ld failed: %ld blocks leaked", n, f.live);
+    if (e == EPODE_OK) {
+      assert_int_equal(count, 5);
+      assert_true(n > 20);
+      break;
+    }
+    if (e != EPODE_ERR_NOMEM) fail_msg("allocation %ld: %s", n, epode_err_name(e));
+  }
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_stream),
+      cmocka_unit_test(test_message_tree),
+      cmocka_unit_test(test_namespaces),
+      cmocka_unit_test(test_refs_and_cdata),
+      cmocka_unit_test(test_restricted),
+      cmocka_unit_test(test_billion_laughs),
+      cmocka_unit_test(test_split_everywhere),
+      cmocka_unit_test(test_utf8),
+      cmocka_unit_test(test_malformed),
+      cmocka_unit_test(test_limit_stanza_bytes),
+      cmocka_unit_test(test_limit_depth_attrs),
+      cmocka_unit_test(test_reset_in_callback),
+      cmocka_unit_test(test_callback_errors),
+      cmocka_unit_test(test_fragments),
+      cmocka_unit_test(test_alloc_failure),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
