@@ -13,11 +13,6 @@
 #include <stdio.h>
 #include <string.h>
 
-/* With -Isrc, <limits.h> resolves to src/limits.h, and openssl/err.h needs
- * INT_MAX from the real one. */
-#ifndef INT_MAX
-#define INT_MAX __INT_MAX__
-#endif
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>

@@ -1,0 +1,386 @@
+/* TLS over memory BIOs against an in-test OpenSSL server: certificates
+ * made at run time (a test CA with a "localhost" server, and an unrelated
+ * CA), verification outcomes and their reasons, SNI and ALPN as the server
+ * saw them, channel-binding values compared with what the server side
+ * computes itself, and hostile bytes. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "net/net.h"
+#include "test_net_support.h"
+#include "util/config_int.h"
+
+static tcert ca, leaf, leaf384, other_ca, other_leaf;
+static char ca_path[64];
+
+typedef struct pair {
+  epode_config *cfg;
+  epode__tls *cli;
+  SSL_CTX *sctx;
+  SSL *srv;
+  BIO *srv_in, *srv_out;
+  char sni[256];
+  int sni_seen;
+  unsigned char alpn[256];
+  unsigned alpn_len;
+  char detail[512];
+} pair;
+
+static int on_servername(SSL *ssl, int *al, void *arg) {
+  pair *p = SSL_get_app_data(ssl);
+  const char *n = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+  if (n) {
+    p->sni_seen = 1;
+    snprintf(p->sni, sizeof p->sni, "%s", n);
+  }
+  return SSL_TLSEXT_ERR_OK;
+}
+
+static int on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                   const unsigned char *in, unsigned inlen, void *arg) {
+  pair *p = SSL_get_app_data(ssl);
+  memcpy(p->alpn, in, inlen < sizeof p->alpn ? inlen : sizeof p->alpn);
+  p->alpn_len = inlen;
+  static const unsigned char want[] = "\x0bxmpp-client";
+  unsigned char *sel;
+  if (SSL_select_next_proto(&sel, outlen, want, sizeof want - 1, in, inlen) ==
+      OPENSSL_NPN_NEGOTIATED) {
+    *out = sel;
+    return SSL_TLSEXT_ERR_OK;
+  }
+  return SSL_TLSEXT_ERR_NOACK;
+}
+
+static void pair_init(pair *p, const tcert *srv_leaf, const tcert *srv_chain, int maxv,
+                      const char *name, int direct, unsigned flags, const char *cafile) {
+  memset(p, 0, sizeof *p);
+  assert_int_equal(epode_config_new(&p->cfg, NULL), EPODE_OK);
+  if (cafile) assert_int_equal(epode_config_set_cafile(p->cfg, cafile), EPODE_OK);
+  assert_int_equal(epode_config_set_flags(p->cfg, flags), EPODE_OK);
+  assert_int_equal(epode__tls_new(&p->cli, p->cfg, name, direct, p->detail, sizeof p->detail),
+                   EPODE_OK);
+  p->sctx = t_server_ctx(srv_leaf, srv_chain, 0, maxv);
+  SSL_CTX_set_tlsext_servername_callback(p->sctx, on_servername);
+  SSL_CTX_set_alpn_select_cb(p->sctx, on_alpn, NULL);
+  p->srv = SSL_new(p->sctx);
+  p->srv_in = BIO_new(BIO_s_mem());
+  p->srv_out = BIO_new(BIO_s_mem());
+  BIO_set_mem_eof_return(p->srv_in, -1);
+  BIO_set_mem_eof_return(p->srv_out, -1);
+  SSL_set_bio(p->srv, p->srv_in, p->srv_out);
+  SSL_set_accept_state(p->srv);
+  SSL_set_app_data(p->srv, p);
+}
+
+static void pair_free(pair *p) {
+  epode__tls_free(p->cli);
+  SSL_free(p->srv);
+  SSL_CTX_free(p->sctx);
+  epode_config_free(p->cfg);
+}
+
+/* Client ciphertext to the server, and back. */
+static void shuttle(pair *p) {
+  unsigned char buf[16384];
+  size_t n;
+  while ((n = epode__tls_take(p->cli, buf, sizeof buf)) > 0)
+    assert_int_equal(BIO_write(p->srv_in, buf, (int)n), (int)n);
+  int r;
+  while ((r = BIO_read(p->srv_out, buf, sizeof buf)) > 0)
+    assert_int_equal(epode__tls_feed(p->cli, buf, (size_t)r), EPODE_OK);
+}
+
+/* Runs both handshakes to the end; returns the client's verdict. */
+static int handshake(pair *p) {
+  int r = EPODE__TLS_AGAIN;
+  for (int i = 0; i < 50; i++) {
+    r = epode__tls_handshake(p->cli);
+    if (!SSL_is_init_finished(p->srv)) {
+      unsigned char b[16384];
+      size_t n;
+      while ((n = epode__tls_take(p->cli, b, sizeof b)) > 0) BIO_write(p->srv_in, b, (int)n);
+      ERR_clear_error();
+      (void)SSL_do_handshake(p->srv);
+    }
+    shuttle(p);
+    if (r < 0) return r;
+    if (r == EPODE__TLS_DONE && SSL_is_init_finished(p->srv)) return r;
+  }
+  return r;
+}
+
+static int group_setup(void **state) {
+  ca = t_cert("epode test CA", NULL, NULL, NULL);
+  leaf = t_cert("localhost", &ca, "DNS:localhost,IP:127.0.0.1", NULL);
+  leaf384 = t_cert("localhost", &ca, "DNS:localhost", EVP_sha384());
+  other_ca = t_cert("untrusted CA", NULL, NULL, NULL);
+  other_leaf = t_cert("localhost", &other_ca, "DNS:localhost", NULL);
+  t_write_pem(&ca, ca_path, sizeof ca_path);
+  return 0;
+}
+
+static int group_teardown(void **state) {
+  unlink(ca_path);
+  tcert *all[] = {&ca, &leaf, &leaf384, &other_ca, &other_leaf};
+  for (size_t i = 0; i < 5; i++) t_cert_free(all[i]);
+  return 0;
+}
+
+static void test_verify_ok_tls13(void **state) {
+  pair p;
+  pair_init(&p, &leaf, NULL, 0, "localhost", 0, 0, ca_path);
+  assert_int_equal(handshake(&p), EPODE__TLS_DONE);
+  assert_true(epode__tls_handshake_done(p.cli));
+  assert_true(p.sni_seen);
+  assert_string_equal(p.sni, "localhost");
+  assert_int_equal(p.alpn_len, 0); /* STARTTLS: no ALPN */
+  epode_tls_info info;
+  epode__tls_info(p.cli, &info);
+  assert_int_equal(info.version, 0x0304);
+  assert_null(info.tls_unique); /* undefined for TLS 1.3 */
+  assert_int_equal(info.tls_exporter_len, 32);
+  unsigned char want[32];
+  static const char label[] = "EXPORTER-Channel-Binding";
+  assert_int_equal(SSL_export_keying_material(p.srv, want, sizeof want, label, sizeof label - 1,
+                                              NULL, 0, 0),
+                   1);
+  assert_memory_equal(info.tls_exporter, want, 32);
+  /* tls-server-end-point: SHA-256 (the signature's digest) of the leaf. */
+  unsigned char ep[EVP_MAX_MD_SIZE];
+  unsigned eplen = 0;
+  X509_digest(leaf.cert, EVP_sha256(), ep, &eplen);
+  assert_int_equal(info.tls_server_end_point_len, eplen);
+  assert_memory_equal(info.tls_server_end_point, ep, eplen);
+  pair_free(&p);
+}
+
+static void test_channel_binding_tls12(void **state) {
+  pair p;
+  pair_init(&p, &leaf, NULL, TLS1_2_VERSION, "localhost", 0, 0, ca_path);
+  assert_int_equal(handshake(&p), EPODE__TLS_DONE);
+  epode_tls_info info;
+  epode__tls_info(p.cli, &info);
+  assert_int_equal(info.version, 0x0303);
+  /* tls-unique: the client's Finished, which the server saw as the peer's. */
+  unsigned char fin[64];
+  size_t fl = SSL_get_peer_finished(p.srv, fin, sizeof fin);
+  assert_true(fl > 0);
+  assert_int_equal(info.tls_unique_len, fl);
+  assert_memory_equal(info.tls_unique, fin, fl);
+  /* Extended master secret is negotiated by default: the exporter too. */
+  assert_int_equal(SSL_get_extms_support(p.srv), 1);
+  unsigned char want[32];
+  static const char label[] = "EXPORTER-Channel-Binding";
+  assert_int_equal(SSL_export_keying_material(p.srv, want, sizeof want, label, sizeof label - 1,
+                                              NULL, 0, 0),
+                   1);
+  assert_int_equal(info.tls_exporter_len, 32);
+  assert_memory_equal(info.tls_exporter, want, 32);
+  pair_free(&p);
+}
+
+static void test_end_point_sha384(void **state) {
+  pair p;
+  pair_init(&p, &leaf384, NULL, 0, "localhost", 0, 0, ca_path);
+  assert_int_equal(handshake(&p), EPODE__TLS_DONE);
+  epode_tls_info info;
+  epode__tls_info(p.cli, &info);
+  unsigned char ep[EVP_MAX_MD_SIZE];
+  unsigned eplen = 0;
+  X509_digest(leaf384.cert, EVP_sha384(), ep, &eplen);
+  assert_int_equal(eplen, 48);
+  assert_int_equal(info.tls_server_end_point_len, 48);
+  assert_memory_equal(info.tls_server_end_point, ep, eplen);
+  pair_free(&p);
+}
+
+static void test_untrusted_ca(void **state) {
+  pair p;
+  pair_init(&p, &other_leaf, &other_ca, 0, "localhost", 0, 0, ca_path);
+  assert_int_equal(handshake(&p), EPODE_ERR_TLS_VERIFY);
+  const char *d = epode__tls_detail(p.cli);
+  assert_non_null(strstr(d, "localhost"));
+  assert_non_null(strstr(d, X509_verify_cert_error_string(X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN)));
+  pair_free(&p);
+}
+
+static void test_untrusted_leaf_only(void **state) {
+  pair p;
+  pair_init(&p, &other_leaf, NULL, 0, "localhost", 0, 0, ca_path);
+  assert_int_equal(handshake(&p), EPODE_ERR_TLS_VERIFY);
+  assert_non_null(strstr(epode__tls_detail(p.cli), X509_verify_cert_error_string(
+                                                        X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY)));
+  pair_free(&p);
+}
+
+static void test_wrong_hostname(void **state) {
+  pair p;
+  pair_init(&p, &leaf, NULL, 0, "example.org", 0, 0, ca_path);
+  assert_int_equal(handshake(&p), EPODE_ERR_TLS_VERIFY);
+  assert_non_null(strstr(epode__tls_detail(p.cli), "hostname mismatch"));
+  assert_string_equal(p.sni, "example.org");
+  pair_free(&p);
+}
+
+static void test_ip_literal_no_sni(void **state) {
+  pair p;
+  pair_init(&p, &leaf, NULL, 0, "127.0.0.1", 0, 0, ca_path);
+  assert_int_equal(handshake(&p), EPODE__TLS_DONE);
+  assert_false(p.sni_seen);
+  pair_free(&p);
+  /* …and the address is verified: the 384 leaf has no IP in its SAN. */
+  pair_init(&p, &leaf384, NULL, 0, "127.0.0.1", 0, 0, ca_path);
+  assert_int_equal(handshake(&p), EPODE_ERR_TLS_VERIFY);
+  assert_non_null(strstr(epode__tls_detail(p.cli), "IP address mismatch"));
+  pair_free(&p);
+}
+
+static void test_no_verify(void **state) {
+  pair p;
+  pair_init(&p, &other_leaf, NULL, 0, "wrong.example", 0, EPODE_CFG_TLS_NO_VERIFY, ca_path);
+  assert_int_equal(handshake(&p), EPODE__TLS_DONE);
+  pair_free(&p);
+}
+
+static void test_alpn_direct(void **state) {
+  pair p;
+  pair_init(&p, &leaf, NULL, 0, "localhost", 1, 0, ca_path);
+  assert_int_equal(handshake(&p), EPODE__TLS_DONE);
+  assert_int_equal(p.alpn_len, 12);
+  assert_memory_equal(p.alpn, "\x0bxmpp-client", 12);
+  size_t l = 0;
+  const char *sel = epode__tls_alpn(p.cli, &l);
+  assert_non_null(sel);
+  assert_int_equal(l, 11);
+  assert_memory_equal(sel, "xmpp-client", 11);
+  pair_free(&p);
+}
+
+static void test_garbage_from_server(void **state) {
+  pair p;
+  pair_init(&p, &leaf, NULL, 0, "localhost", 1, 0, ca_path);
+  assert_int_equal(epode__tls_handshake(p.cli), EPODE__TLS_AGAIN);
+  assert_true(epode__tls_out_len(p.cli) > 0); /* the ClientHello */
+  static const char junk[] = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n";
+  assert_int_equal(epode__tls_feed(p.cli, junk, sizeof junk - 1), EPODE_OK);
+  assert_int_equal(epode__tls_handshake(p.cli), EPODE_ERR_TLS);
+  assert_non_null(strstr(epode__tls_detail(p.cli), "TLS handshake with localhost failed: "));
+  pair_free(&p);
+
+  /* Random bytes in several sizes, and an XMPP stream header. */
+  static const struct {
+    const char *p;
+    size_t n;
+  } inputs[] = {{"<?xml version='1.0'?><stream:stream>", 36},
+                {"\x16\x03\x03\x00\x40", 5},
+                {"\x16\x03\x01\xff\xff", 5},
+                {"\x15\x03\x03\x00\x02\x02\x28", 7}};
+  for (size_t i = 0; i < 4; i++) {
+    pair_init(&p, &leaf, NULL, 0, "localhost", 0, 0, ca_path);
+    assert_int_equal(epode__tls_handshake(p.cli), EPODE__TLS_AGAIN);
+    assert_int_equal(epode__tls_feed(p.cli, inputs[i].p, inputs[i].n), EPODE_OK);
+    int r = epode__tls_handshake(p.cli);
+    /* A partial record (the 2nd input) simply waits for more; an oversized
+     * one fails at once; an alert is reported as such. */
+    if (i == 1)
+      assert_int_equal(r, EPODE__TLS_AGAIN);
+    else
+      assert_int_equal(r, EPODE_ERR_TLS);
+    if (i == 3) assert_non_null(strstr(epode__tls_detail(p.cli), "handshake failure"));
+    pair_free(&p);
+  }
+}
+
+static void test_data_and_close_notify(void **state) {
+  pair p;
+  pair_init(&p, &leaf, NULL, 0, "localhost", 0, 0, ca_path);
+  assert_int_equal(handshake(&p), EPODE__TLS_DONE);
+  assert_int_equal(epode__tls_write(p.cli, "<presence/>", 11), EPODE_OK);
+  shuttle(&p);
+  char buf[64];
+  int n = SSL_read(p.srv, buf, sizeof buf);
+  assert_int_equal(n, 11);
+  assert_memory_equal(buf, "<presence/>", 11);
+  assert_int_equal(SSL_write(p.srv, "<iq/>", 5), 5);
+  SSL_shutdown(p.srv);
+  shuttle(&p);
+  size_t got = 0;
+  int eof = 0;
+  assert_int_equal(epode__tls_read(p.cli, buf, sizeof buf, &got, &eof), EPODE_OK);
+  assert_int_equal(got, 5);
+  assert_memory_equal(buf, "<iq/>", 5);
+  assert_int_equal(epode__tls_read(p.cli, buf, sizeof buf, &got, &eof), EPODE_OK);
+  assert_int_equal(got, 0);
+  assert_int_equal(eof, 1);
+  /* Our close_notify reaches the server. */
+  epode__tls_close_notify(p.cli);
+  shuttle(&p);
+  assert_int_equal(SSL_read(p.srv, buf, sizeof buf), 0);
+  assert_int_equal(SSL_get_error(p.srv, 0), SSL_ERROR_ZERO_RETURN);
+  pair_free(&p);
+}
+
+static void test_corrupt_record_after_handshake(void **state) {
+  pair p;
+  pair_init(&p, &leaf, NULL, 0, "localhost", 0, 0, ca_path);
+  assert_int_equal(handshake(&p), EPODE__TLS_DONE);
+  /* An application-data record with a bad MAC. */
+  static const unsigned char rec[] = {0x17, 0x03, 0x03, 0x00, 0x20, 1, 2, 3, 4, 5, 6, 7, 8,
+                                      9,    10,   11,   12,   13,   14, 15, 16, 17, 18, 19, 20,
+                                      21,   22,   23,   24,   25,   26, 27, 28, 29, 30, 31, 32};
+  assert_int_equal(epode__tls_feed(p.cli, rec, sizeof rec), EPODE_OK);
+  char buf[64];
+  size_t got;
+  int eof;
+  assert_int_equal(epode__tls_read(p.cli, buf, sizeof buf, &got, &eof), EPODE_ERR_TLS);
+  assert_non_null(strstr(epode__tls_detail(p.cli), "TLS error from localhost"));
+  pair_free(&p);
+}
+
+static void test_bad_cafile(void **state) {
+  epode_config *cfg;
+  assert_int_equal(epode_config_new(&cfg, NULL), EPODE_OK);
+  assert_int_equal(epode_config_set_cafile(cfg, "/nonexistent/ca.pem"), EPODE_OK);
+  epode__tls *t = (epode__tls *)1;
+  char detail[512];
+  assert_int_equal(epode__tls_new(&t, cfg, "localhost", 0, detail, sizeof detail), EPODE_ERR_TLS);
+  assert_null(t);
+  assert_non_null(strstr(detail, "/nonexistent/ca.pem"));
+  epode_config_free(cfg);
+}
+
+static void test_min_version_tls12(void **state) {
+  /* A server that only speaks TLS 1.1 is refused. */
+  pair p;
+  pair_init(&p, &leaf, NULL, TLS1_1_VERSION, "localhost", 0, 0, ca_path);
+  SSL_set_min_proto_version(p.srv, TLS1_1_VERSION);
+  SSL_set_security_level(p.srv, 0);
+  assert_int_equal(handshake(&p), EPODE_ERR_TLS);
+  pair_free(&p);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_verify_ok_tls13),
+      cmocka_unit_test(test_channel_binding_tls12),
+      cmocka_unit_test(test_end_point_sha384),
+      cmocka_unit_test(test_untrusted_ca),
+      cmocka_unit_test(test_untrusted_leaf_only),
+      cmocka_unit_test(test_wrong_hostname),
+      cmocka_unit_test(test_ip_literal_no_sni),
+      cmocka_unit_test(test_no_verify),
+      cmocka_unit_test(test_alpn_direct),
+      cmocka_unit_test(test_garbage_from_server),
+      cmocka_unit_test(test_data_and_close_notify),
+      cmocka_unit_test(test_corrupt_record_after_handshake),
+      cmocka_unit_test(test_bad_cafile),
+      cmocka_unit_test(test_min_version_tls12),
+  };
+  return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
