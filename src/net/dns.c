@@ -261,10 +261,46 @@ static void addrinfo_cb(void *arg, int status, int timeouts, struct ares_addrinf
   if (--d->pending == 0) addr_done(d);
 }
 
+/* An IP literal needs no lookup (c-ares 1.18 would query it). */
+static int literal_target(epode__dns *d, size_t i) {
+  const srv_rec *r = &d->targets[i];
+  epode__addr a;
+  memset(&a, 0, sizeof a);
+  struct sockaddr_in *s4 = (struct sockaddr_in *)&a.sa;
+  struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&a.sa;
+  if (inet_pton(AF_INET, r->host, &s4->sin_addr) == 1) {
+    s4->sin_family = AF_INET;
+    s4->sin_port = htons(r->port);
+    a.salen = sizeof *s4;
+  } else if (inet_pton(AF_INET6, r->host, &s6->sin6_addr) == 1) {
+    s6->sin6_family = AF_INET6;
+    s6->sin6_port = htons(r->port);
+    a.salen = sizeof *s6;
+  } else {
+    return 0;
+  }
+  a.direct_tls = r->direct;
+  snprintf(a.host, sizeof a.host, "%s", r->host);
+  tgt_result *t = &d->tgt[i];
+  t->status = ARES_SUCCESS;
+  t->addrs = epode__alloc(d->mem, sizeof a);
+  if (t->addrs) {
+    t->addrs[0] = a;
+    t->n = 1;
+  } else {
+    t->status = ARES_ENOMEM;
+  }
+  return 1;
+}
+
 static void resolve_targets(epode__dns *d) {
   d->phase = PH_ADDR;
-  d->pending = (int)d->ntargets;
+  d->pending = (int)d->ntargets + 1; /* +1: held until every lookup is started */
   for (size_t i = 0; i < d->ntargets; i++) {
+    if (literal_target(d, i)) {
+      d->pending--;
+      continue;
+    }
     char port[8];
     snprintf(port, sizeof port, "%u", (unsigned)d->targets[i].port);
     struct ares_addrinfo_hints hints;
@@ -277,6 +313,7 @@ static void resolve_targets(epode__dns *d) {
     /* May call back at once (IP literals, /etc/hosts, errors). */
     ares_getaddrinfo(d->ch, d->targets[i].host, port, &hints, addrinfo_cb, &d->tgt_ctx[i]);
   }
+  if (--d->pending == 0) addr_done(d);
 }
 
 /* ------------------------------------------------------------------ SRV */

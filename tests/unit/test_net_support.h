@@ -87,8 +87,7 @@ static void t_write_pem(const tcert *t, char *path, size_t size) {
 static SSL_CTX *t_server_ctx(const tcert *leaf, const tcert *chain, int min, int max) {
   SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
   if (!ctx) abort();
-  if (SSL_CTX_use_certificate(ctx, leaf->cert) != 1 ||
-      SSL_CTX_use_PrivateKey(ctx, leaf->key) != 1)
+  if (SSL_CTX_use_certificate(ctx, leaf->cert) != 1 || SSL_CTX_use_PrivateKey(ctx, leaf->key) != 1)
     abort();
   if (chain) {
     X509_up_ref(chain->cert);

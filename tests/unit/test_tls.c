@@ -104,7 +104,8 @@ static int handshake(pair *p) {
     if (!SSL_is_init_finished(p->srv)) {
       unsigned char b[16384];
       size_t n;
-      while ((n = epode__tls_take(p->cli, b, sizeof b)) > 0) BIO_write(p->srv_in, b, (int)n);
+      while ((n = epode__tls_take(p->cli, b, sizeof b)) > 0)
+        BIO_write(p->srv_in, b, (int)n);
       ERR_clear_error();
       (void)SSL_do_handshake(p->srv);
     }
@@ -128,7 +129,8 @@ static int group_setup(void **state) {
 static int group_teardown(void **state) {
   unlink(ca_path);
   tcert *all[] = {&ca, &leaf, &leaf384, &other_ca, &other_leaf};
-  for (size_t i = 0; i < 5; i++) t_cert_free(all[i]);
+  for (size_t i = 0; i < 5; i++)
+    t_cert_free(all[i]);
   return 0;
 }
 
@@ -147,9 +149,8 @@ static void test_verify_ok_tls13(void **state) {
   assert_int_equal(info.tls_exporter_len, 32);
   unsigned char want[32];
   static const char label[] = "EXPORTER-Channel-Binding";
-  assert_int_equal(SSL_export_keying_material(p.srv, want, sizeof want, label, sizeof label - 1,
-                                              NULL, 0, 0),
-                   1);
+  assert_int_equal(
+      SSL_export_keying_material(p.srv, want, sizeof want, label, sizeof label - 1, NULL, 0, 0), 1);
   assert_memory_equal(info.tls_exporter, want, 32);
   /* tls-server-end-point: SHA-256 (the signature's digest) of the leaf. */
   unsigned char ep[EVP_MAX_MD_SIZE];
@@ -177,9 +178,8 @@ static void test_channel_binding_tls12(void **state) {
   assert_int_equal(SSL_get_extms_support(p.srv), 1);
   unsigned char want[32];
   static const char label[] = "EXPORTER-Channel-Binding";
-  assert_int_equal(SSL_export_keying_material(p.srv, want, sizeof want, label, sizeof label - 1,
-                                              NULL, 0, 0),
-                   1);
+  assert_int_equal(
+      SSL_export_keying_material(p.srv, want, sizeof want, label, sizeof label - 1, NULL, 0, 0), 1);
   assert_int_equal(info.tls_exporter_len, 32);
   assert_memory_equal(info.tls_exporter, want, 32);
   pair_free(&p);
@@ -214,8 +214,9 @@ static void test_untrusted_leaf_only(void **state) {
   pair p;
   pair_init(&p, &other_leaf, NULL, 0, "localhost", 0, 0, ca_path);
   assert_int_equal(handshake(&p), EPODE_ERR_TLS_VERIFY);
-  assert_non_null(strstr(epode__tls_detail(p.cli), X509_verify_cert_error_string(
-                                                        X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY)));
+  assert_non_null(
+      strstr(epode__tls_detail(p.cli),
+             X509_verify_cert_error_string(X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY)));
   pair_free(&p);
 }
 
@@ -331,9 +332,9 @@ static void test_corrupt_record_after_handshake(void **state) {
   pair_init(&p, &leaf, NULL, 0, "localhost", 0, 0, ca_path);
   assert_int_equal(handshake(&p), EPODE__TLS_DONE);
   /* An application-data record with a bad MAC. */
-  static const unsigned char rec[] = {0x17, 0x03, 0x03, 0x00, 0x20, 1, 2, 3, 4, 5, 6, 7, 8,
-                                      9,    10,   11,   12,   13,   14, 15, 16, 17, 18, 19, 20,
-                                      21,   22,   23,   24,   25,   26, 27, 28, 29, 30, 31, 32};
+  static const unsigned char rec[] = {0x17, 0x03, 0x03, 0x00, 0x20, 1,  2,  3,  4,  5,  6,  7,  8,
+                                      9,    10,   11,   12,   13,   14, 15, 16, 17, 18, 19, 20, 21,
+                                      22,   23,   24,   25,   26,   27, 28, 29, 30, 31, 32};
   assert_int_equal(epode__tls_feed(p.cli, rec, sizeof rec), EPODE_OK);
   char buf[64];
   size_t got;
