@@ -113,7 +113,10 @@ void epode__buf_reset(epode__buf *b) {
 }
 
 char *epode__buf_steal(epode__buf *b, size_t *len) {
-  if (!b->data && reserve(b, 0)) return NULL;
+  if (!b->data) {
+    if (reserve(b, 0)) return NULL;
+    b->data[0] = '\0'; /* a never-written buffer is not terminated yet */
+  }
   char *d = b->data;
   if (len) *len = b->len;
   b->data = NULL;

@@ -234,12 +234,18 @@ static const char *resolved_ns(const epode_stanza *st) {
 
 /* ------------------------------------------------------------ public: nodes */
 
+/* Namespaces XML reserves: no element may be declared in them (a parser
+ * refuses xmlns='…' with either). */
+static int reserved_ns(const char *ns) {
+  return strcmp(ns, EPODE_NS_XML) == 0 || strcmp(ns, "http://www.w3.org/2000/xmlns/") == 0;
+}
+
 epode_err epode_stanza_new(epode_stanza **out, const epode_mem *mem, const char *name,
                            const char *ns) {
   if (!out) return EPODE_ERR_INVAL;
   *out = NULL;
   if (!name || !valid_ncname(name, strlen(name))) return EPODE_ERR_INVAL;
-  if (ns && !valid_text(ns, strlen(ns))) return EPODE_ERR_INVAL;
+  if (ns && (!valid_text(ns, strlen(ns)) || reserved_ns(ns))) return EPODE_ERR_INVAL;
   epode_stanza *st = element_new(mem, name, strlen(name), ns, ns ? strlen(ns) : 0);
   if (!st) return EPODE_ERR_NOMEM;
   *out = st;

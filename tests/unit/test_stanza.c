@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -161,6 +162,12 @@ static void test_text_merge(void **state) {
   assert_int_equal(epode_stanza_text_len(b), 0);
   assert_int_equal(epode_stanza_add_text(b, "", 0), EPODE_OK);
   assert_null(epode_stanza_first_child(b)); /* empty text adds no node */
+  char *none = NULL;
+  size_t nlen = 99;
+  assert_int_equal(epode_stanza_get_text(b, &none, &nlen), EPODE_OK);
+  assert_string_equal(none, ""); /* terminated even though nothing was written */
+  assert_int_equal(nlen, 0);
+  epode_free(NULL, none);
   assert_int_equal(epode_stanza_add_text(b, "abc", 3), EPODE_OK);
   assert_int_equal(epode_stanza_add_text(b, "defXX", 3), EPODE_OK); /* len respected */
   /* Grow well past the inline size, many times. */
@@ -438,6 +445,9 @@ static void test_invalid_input(void **state) {
   }
   assert_int_equal(epode_stanza_new(&st, NULL, NULL, NULL), EPODE_ERR_INVAL);
   assert_int_equal(epode_stanza_new(&st, NULL, "a", "bad\x02ns"), EPODE_ERR_INVAL);
+  assert_int_equal(epode_stanza_new(&st, NULL, "a", EPODE_NS_XML), EPODE_ERR_INVAL);
+  assert_int_equal(epode_stanza_new(&st, NULL, "a", "http://www.w3.org/2000/xmlns/"),
+                   EPODE_ERR_INVAL);
   /* Valid unusual names. */
   assert_int_equal(epode_stanza_new(&st, NULL, "_a-b.c9\xc3\xa9", NULL), EPODE_OK);
   static const char *const bad_attrs[] = {"",
@@ -488,6 +498,81 @@ static void test_invalid_input(void **state) {
   assert_int_equal(epode_stanza_to_string(NULL, NULL, &out, NULL), EPODE_ERR_INVAL);
   assert_null(out);
   epode_stanza_free(st);
+}
+
+/* ------------------------------------------------------------ random trees */
+
+static uint32_t rng_state = 12345;
+static uint32_t rnd(uint32_t n) {
+  rng_state = rng_state * 1103515245u + 12345u;
+  return (rng_state >> 8) % n;
+}
+
+/* Parses `xml` as a stanza of a stream whose default namespace is `ctx`. */
+static epode_stanza *parse_in_context(const char *xml, const char *ctx) {
+  epode__xml_callbacks cb = {NULL, on_stanza, NULL};
+  parsed res = {NULL, 0};
+  epode__xml_parser *p = NULL;
+  assert_int_equal(epode__xml_parser_new(&p, NULL, NULL, EPODE__XML_STREAM, &cb, &res), 0);
+  char hdr[256];
+  snprintf(hdr, sizeof hdr, "<stream:stream xmlns:stream='http://etherx.jabber.org/streams'%s%s%s>",
+           ctx ? " xmlns='" : "", ctx ? ctx : "", ctx ? "'" : "");
+  assert_int_equal(epode__xml_parser_feed(p, hdr, strlen(hdr)), EPODE_OK);
+  epode_err e = epode__xml_parser_feed(p, xml, strlen(xml));
+  if (e) fail_msg("%s: %s\n%s", epode_err_name(e), epode__xml_parser_errmsg(p), xml);
+  assert_int_equal(res.count, 1);
+  epode__xml_parser_free(p);
+  return res.st;
+}
+
+/* Whatever tree the API builds, the output is well-formed and the
+ * serialise -> parse -> serialise cycle is exact. */
+static void test_random_trees(void **state) {
+  (void)state;
+  static const char *const names[] = {"a", "b", "caf\xc3\xa9", "_x", "x-y.z9", "\xe4\xb8\xad"};
+  static const char *const nss[] = {
+      NULL, "", "urn:a", "urn:b", "jabber:client", "urn:'q\"<&>\xe2\x82\xac"};
+  static const char *const anames[] = {"k",  "xml:lang", "{urn:a}k", "{urn:b}m", "{urn:'\"&<}z",
+                                       "id", "{urn:a}n"};
+  static const char *const texts[] = {
+      "&<>\"'\r\n\t]]>", "\xf0\x9f\x98\x80", "", " ", "plain", "\r", "&amp;"};
+  static const char *const ctxs[] = {NULL, "jabber:client", "urn:a"};
+  for (int iter = 0; iter < 400; iter++) {
+    epode_stanza *els[64];
+    size_t nel = 0;
+    epode_stanza *root = NULL;
+    assert_int_equal(epode_stanza_new(&root, NULL, names[rnd(6)], nss[rnd(6)]), EPODE_OK);
+    els[nel++] = root;
+    int nodes = (int)rnd(30);
+    for (int k = 0; k < nodes; k++) {
+      epode_stanza *par = els[rnd((uint32_t)nel)];
+      uint32_t what = rnd(3);
+      if (what == 0 && nel < 64) {
+        epode_stanza *c = NULL;
+        assert_int_equal(epode_stanza_add_child_new(&c, par, names[rnd(6)], nss[rnd(6)]), 0);
+        els[nel++] = c;
+      } else if (what == 1) {
+        const char *t = texts[rnd(7)];
+        assert_int_equal(epode_stanza_add_text(par, t, strlen(t)), EPODE_OK);
+      } else {
+        assert_int_equal(epode_stanza_set_attr(par, anames[rnd(7)], texts[rnd(7)]), EPODE_OK);
+      }
+    }
+    const char *ctx = ctxs[rnd(3)];
+    char *s1 = ser(root, ctx);
+    epode_stanza *back = parse_in_context(s1, ctx);
+    char *s2 = ser(back, ctx);
+    if (strcmp(s1, s2) != 0) fail_msg("round trip differs:\n%s\n%s", s1, s2);
+    /* The parsed tree has the same text content. */
+    char *t1 = NULL, *t2 = NULL;
+    assert_int_equal(epode_stanza_get_text(root, &t1, NULL), EPODE_OK);
+    assert_int_equal(epode_stanza_get_text(back, &t2, NULL), EPODE_OK);
+    assert_string_equal(t1, t2);
+    epode_free(NULL, t1), epode_free(NULL, t2);
+    epode_free(NULL, s1), epode_free(NULL, s2);
+    epode_stanza_free(back);
+    epode_stanza_free(root);
+  }
 }
 
 /* ------------------------------------------------------------ allocation failure */
@@ -593,6 +678,7 @@ int main(void) {
       cmocka_unit_test(test_round_trip),
       cmocka_unit_test(test_builders),
       cmocka_unit_test(test_invalid_input),
+      cmocka_unit_test(test_random_trees),
       cmocka_unit_test(test_alloc_failure),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
