@@ -20,7 +20,31 @@
  * reset; epode__xml_parser_errmsg() says what and where.
  *
  * Fragment mode (for WebSocket/BOSH framing later): no stream wrapper; each
- * top-level element is delivered as a stanza (depth 0). */
+ * top-level element is delivered as a stanza (depth 0), and the stream
+ * callbacks are not used.
+ *
+ * The parser does not check that the root element is
+ * {http://etherx.jabber.org/streams}stream: stream_start reports what was
+ * received and the session decides (it owes the peer an <invalid-namespace/>
+ * stream error otherwise).
+ *
+ * Stream level: only whitespace may appear between stanzas (keepalives);
+ * other text is EPODE_ERR_XML. Whatever follows </stream:stream> other than
+ * whitespace is EPODE_ERR_XML.
+ *
+ * Limits, in raw input bytes: a stanza counts from the '<' of its start tag
+ * to the '>' of its end tag, across feeds; it is refused as soon as it goes
+ * over (at most one byte past the limit is handed to expat), so a huge
+ * stanza is never buffered. Whitespace between stanzas does not count. The
+ * XML declaration plus the stream header are bounded separately (16 KiB,
+ * MAX_HEADER_BYTES in parser.c). Depth counts the stanza element as 1;
+ * namespace declarations do not count as attributes. The encoding is always
+ * UTF-8: a declaration naming another encoding, or version other than 1.0,
+ * is EPODE_ERR_XML.
+ *
+ * Memory: the parser and every tree it builds use `mem`; expat's own
+ * internal buffers use the C library allocator (expat's hooks cannot carry
+ * user data). */
 #ifndef EPODE_SRC_XML_PARSER_H
 #define EPODE_SRC_XML_PARSER_H
 
@@ -44,7 +68,8 @@ typedef struct epode__xml_callbacks {
    * `default_ns` the default namespace declared on it (jabber:client). */
   epode_err (*stream_start)(void *ud, const char *name, const char *ns, const char *default_ns,
                             const char **attrs);
-  /* A complete top-level element; the callee owns `st`. */
+  /* A complete top-level element; the callee owns `st` (whatever it
+   * returns). */
   epode_err (*stanza)(void *ud, epode_stanza *st);
   epode_err (*stream_end)(void *ud);
 } epode__xml_callbacks;
@@ -56,11 +81,17 @@ epode_err epode__xml_parser_new(epode__xml_parser **out, const epode_mem *mem,
                                 const epode__xml_callbacks *cb, void *ud);
 void epode__xml_parser_free(epode__xml_parser *p);
 /* Feeds bytes. A non-OK return from a callback stops parsing and is
- * returned as is. */
+ * returned as is (and again by later feeds, until reset). Calling feed()
+ * from inside a callback returns EPODE_ERR_STATE. Bytes before an invalid
+ * UTF-8 sequence are parsed (their stanzas delivered) before the error. */
 epode_err epode__xml_parser_feed(epode__xml_parser *p, const char *data, size_t len);
-/* Starts over for a new stream (after STARTTLS / SASL success). Safe to call
- * from inside a callback: the rest of the current feed() is then dropped
- * (the peer sends nothing after those elements until we restart). */
+/* Starts over for a new stream (after STARTTLS / SASL success): drops any
+ * partial stanza and clears a previous error. Safe to call from inside a
+ * callback: no further callbacks fire for the current feed(), whose
+ * remaining bytes are dropped (the peer sends nothing after those elements
+ * until we restart); feed() then returns EPODE_OK, or the error the
+ * callback itself returned. epode__xml_parser_free() must not be called
+ * from a callback. */
 epode_err epode__xml_parser_reset(epode__xml_parser *p);
 /* Human-readable description of the last error ("line 1, column 40:
  * DOCTYPE is not allowed in XMPP"). Never NULL. */
