@@ -615,6 +615,8 @@ static void read_input(epode_conn *c) {
 
 static void advance(epode_conn *c) {
   for (;;) {
+    /* A close asked for before the stream exists stops here (end_call). */
+    if (c->close_requested && !c->close_started) return;
     if (c->phase == PH_RESOLVING && epode__dns_done(c->dns)) {
       const epode__addr *addrs;
       size_t n;
@@ -887,10 +889,11 @@ epode_err epode_conn_close(epode_conn *c) {
   if (c->depth) return EPODE_OK; /* done when the current processing ends */
   if (c->phase == PH_STREAM) {
     process_close(c);
+    end_call(c);
   } else {
     c->kick = 1; /* finish from the loop, not inside this call */
+    update_io(c);
   }
-  end_call(c);
   return EPODE_OK;
 }
 

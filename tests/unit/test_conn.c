@@ -1,0 +1,612 @@
+/* Connections: the address-list connector (a refusing address then an
+ * accepting one; all refusing), and epode_conn end to end against a small
+ * scripted XMPP server running in a thread (STARTTLS and direct TLS with a
+ * certificate made at run time, verification failure, a server that hangs
+ * up), driven by a poll() host loop through the io/timer callbacks. Checks
+ * the event sequence, that EPODE_EV_CLOSED comes exactly once, and that
+ * every fd the host was told to watch is released. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "epode/conn.h"
+#include "net/net.h"
+#include "test_net_support.h"
+#include "util/config_int.h"
+
+static tcert ca, leaf, other_ca, other_leaf;
+static char ca_path[64];
+
+/* ------------------------------------------------------------------ helpers */
+
+static int listener(uint16_t *port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  assert_true(fd >= 0);
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+  assert_int_equal(listen(fd, 8), 0);
+  socklen_t sl = sizeof sa;
+  getsockname(fd, (struct sockaddr *)&sa, &sl);
+  *port = ntohs(sa.sin_port);
+  return fd;
+}
+
+/* A loopback port with nothing listening (bound, never listened, closed). */
+static uint16_t closed_port(void) {
+  uint16_t p;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  bind(fd, (struct sockaddr *)&sa, sizeof sa);
+  socklen_t sl = sizeof sa;
+  getsockname(fd, (struct sockaddr *)&sa, &sl);
+  p = ntohs(sa.sin_port);
+  close(fd);
+  return p;
+}
+
+static epode__addr loop_addr(uint16_t port, const char *host) {
+  epode__addr a;
+  memset(&a, 0, sizeof a);
+  struct sockaddr_in *s = (struct sockaddr_in *)&a.sa;
+  s->sin_family = AF_INET;
+  s->sin_port = htons(port);
+  s->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.salen = sizeof *s;
+  snprintf(a.host, sizeof a.host, "%s", host);
+  return a;
+}
+
+static void run_connector(epode__connector *k) {
+  epode__connector_start(k, epode_now_ms());
+  for (int i = 0; i < 100 && !epode__connector_done(k); i++) {
+    struct pollfd p = {.fd = epode__connector_fd(k), .events = POLLOUT};
+    assert_true(p.fd >= 0);
+    poll(&p, 1, 100);
+    if (p.revents)
+      epode__connector_process(k, epode_now_ms());
+    else
+      epode__connector_process_timeout(k, epode_now_ms());
+  }
+  assert_true(epode__connector_done(k));
+}
+
+/* ------------------------------------------------------------------ connector */
+
+static void test_connect_second_address(void **state) {
+  epode_config *cfg;
+  epode_config_new(&cfg, NULL);
+  uint16_t port, dead = closed_port();
+  int l = listener(&port);
+  epode__addr addrs[2] = {loop_addr(dead, "first"), loop_addr(port, "second")};
+  epode__connector *k;
+  assert_int_equal(epode__connector_new(&k, cfg, addrs, 2, 2000), EPODE_OK);
+  run_connector(k);
+  int fd;
+  size_t which;
+  const char *detail;
+  assert_int_equal(epode__connector_result(k, &fd, &which, &detail), EPODE_OK);
+  assert_int_equal(which, 1);
+  assert_true(fd >= 0);
+  int a = accept(l, NULL, NULL);
+  assert_true(a >= 0);
+  assert_int_equal(write(fd, "x", 1), 1);
+  char c;
+  assert_int_equal(read(a, &c, 1), 1);
+  close(a);
+  close(fd);
+  close(l);
+  epode__connector_free(k);
+  epode_config_free(cfg);
+}
+
+static void test_connect_all_refuse(void **state) {
+  epode_config *cfg;
+  epode_config_new(&cfg, NULL);
+  uint16_t p1 = closed_port(), p2 = closed_port();
+  epode__addr addrs[2] = {loop_addr(p1, "a"), loop_addr(p2, "b")};
+  epode__connector *k;
+  assert_int_equal(epode__connector_new(&k, cfg, addrs, 2, 2000), EPODE_OK);
+  run_connector(k);
+  int fd;
+  size_t which;
+  const char *detail;
+  assert_int_equal(epode__connector_result(k, &fd, &which, &detail), EPODE_ERR_CONNECT);
+  assert_int_equal(fd, -1);
+  char want[64];
+  snprintf(want, sizeof want, "127.0.0.1:%u (Connection refused)", (unsigned)p1);
+  assert_non_null(strstr(detail, want));
+  snprintf(want, sizeof want, "127.0.0.1:%u (Connection refused)", (unsigned)p2);
+  assert_non_null(strstr(detail, want));
+  epode__connector_free(k);
+  epode_config_free(cfg);
+}
+
+/* ------------------------------------------------------------------ host loop */
+
+typedef struct host {
+  int fd[32];
+  unsigned ev[32];
+  size_t n;
+  int timer_on;
+  uint64_t timer_at;
+  int io_calls;
+  /* events */
+  epode_state states[32];
+  size_t nstates;
+  int ready, errors, closed;
+  epode_err closed_err, error_err;
+  char error_detail[1024];
+  int close_on_ready;
+  epode_conn *conn;
+} host;
+
+static void h_io(int fd, unsigned ev, void *ud) {
+  host *h = ud;
+  h->io_calls++;
+  for (size_t i = 0; i < h->n; i++)
+    if (h->fd[i] == fd) {
+      /* Only changes are reported. */
+      assert_int_not_equal(h->ev[i], ev);
+      if (!ev) {
+        h->fd[i] = h->fd[--h->n];
+        h->ev[i] = h->ev[h->n];
+      } else {
+        h->ev[i] = ev;
+      }
+      return;
+    }
+  assert_int_not_equal(ev, 0);
+  h->fd[h->n] = fd;
+  h->ev[h->n++] = ev;
+}
+
+static void h_timer(int64_t ms, void *ud) {
+  host *h = ud;
+  h->timer_on = ms >= 0;
+  h->timer_at = epode_now_ms() + (uint64_t)(ms < 0 ? 0 : ms);
+}
+
+static void h_event(const epode_event *ev, void *ud) {
+  host *h = ud;
+  switch (ev->type) {
+  case EPODE_EV_STATE:
+    if (h->nstates < 32) h->states[h->nstates++] = ev->state;
+    break;
+  case EPODE_EV_READY:
+    h->ready++;
+    assert_non_null(ev->jid);
+    if (h->close_on_ready) assert_int_equal(epode_conn_close(h->conn), EPODE_OK);
+    break;
+  case EPODE_EV_ERROR:
+    h->errors++;
+    h->error_err = ev->failure->err;
+    snprintf(h->error_detail, sizeof h->error_detail, "%s", ev->failure->detail);
+    break;
+  case EPODE_EV_CLOSED:
+    h->closed++;
+    h->closed_err = ev->failure->err;
+    break;
+  default: fail_msg("unexpected event %d", ev->type);
+  }
+}
+
+static void h_run(host *h, epode_conn *c, uint64_t limit_ms) {
+  uint64_t start = epode_now_ms();
+  while (!h->closed) {
+    uint64_t now = epode_now_ms();
+    assert_true(now - start < limit_ms);
+    struct pollfd p[32];
+    for (size_t i = 0; i < h->n; i++)
+      p[i] = (struct pollfd){.fd = h->fd[i],
+                             .events = (short)(((h->ev[i] & EPODE_IO_READ) ? POLLIN : 0) |
+                                               ((h->ev[i] & EPODE_IO_WRITE) ? POLLOUT : 0))};
+    int to = 200;
+    if (h->timer_on) to = h->timer_at <= now ? 0 : (int)(h->timer_at - now);
+    size_t n = h->n;
+    int r = poll(p, n, to);
+    assert_true(r >= 0 || errno == EINTR);
+    for (size_t i = 0; i < n && !h->closed; i++) {
+      if (!p[i].revents) continue;
+      unsigned ev = ((p[i].revents & (POLLIN | POLLERR | POLLHUP)) ? EPODE_IO_READ : 0u) |
+                    ((p[i].revents & (POLLOUT | POLLERR | POLLHUP)) ? EPODE_IO_WRITE : 0u);
+      epode_conn_process_fd(c, p[i].fd, ev);
+    }
+    if (!h->closed && h->timer_on && epode_now_ms() >= h->timer_at) {
+      h->timer_on = 0;
+      epode_conn_process_timeout(c);
+    }
+  }
+}
+
+static int saw_state(const host *h, epode_state s) {
+  for (size_t i = 0; i < h->nstates; i++)
+    if (h->states[i] == s) return 1;
+  return 0;
+}
+
+/* ------------------------------------------------------------------ fake XMPP server */
+
+typedef struct fsrv {
+  int lfd;
+  uint16_t port;
+  int direct;       /* direct TLS */
+  const tcert *crt; /* presented certificate */
+  int hangup;       /* close right after accepting */
+  pthread_t th;
+  /* what it saw */
+  int got_close;
+  int got_notify;
+  char sni[256];
+  char alpn[64];
+  int result; /* 0 ok, else the step it failed at */
+} fsrv;
+
+typedef struct fconn {
+  int fd;
+  SSL *ssl;
+  char buf[8192];
+  size_t len;
+} fconn;
+
+static int f_read(fconn *f) {
+  if (f->len + 1 >= sizeof f->buf) return -1;
+  int n = f->ssl ? SSL_read(f->ssl, f->buf + f->len, (int)(sizeof f->buf - f->len - 1))
+                 : (int)read(f->fd, f->buf + f->len, sizeof f->buf - f->len - 1);
+  if (n <= 0) return -1;
+  f->len += (size_t)n;
+  f->buf[f->len] = '\0';
+  return n;
+}
+
+static int f_expect(fconn *f, const char *needle) {
+  while (!strstr(f->buf, needle))
+    if (f_read(f) < 0) return -1;
+  f->len = 0;
+  f->buf[0] = '\0';
+  return 0;
+}
+
+static int f_send(fconn *f, const char *s) {
+  int n = f->ssl ? SSL_write(f->ssl, s, (int)strlen(s)) : (int)write(f->fd, s, strlen(s));
+  return n == (int)strlen(s) ? 0 : -1;
+}
+
+static int f_servername(SSL *ssl, int *al, void *arg) {
+  fsrv *s = arg;
+  const char *n = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+  snprintf(s->sni, sizeof s->sni, "%s", n ? n : "");
+  return SSL_TLSEXT_ERR_OK;
+}
+
+static int f_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                  const unsigned char *in, unsigned inlen, void *arg) {
+  fsrv *s = arg;
+  if (inlen && inlen < sizeof s->alpn) {
+    memcpy(s->alpn, in + 1, in[0]);
+    s->alpn[in[0]] = '\0';
+  }
+  return SSL_TLSEXT_ERR_NOACK;
+}
+
+static int f_tls(fsrv *s, fconn *f, SSL_CTX *ctx) {
+  f->ssl = SSL_new(ctx);
+  SSL_set_fd(f->ssl, f->fd);
+  return SSL_accept(f->ssl) == 1 ? 0 : -1;
+}
+
+#define HDR                                                                                        \
+  "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "                                     \
+  "xmlns:stream='http://etherx.jabber.org/streams' from='localhost' id='s1' version='1.0'>"
+
+static void *fsrv_main(void *arg) {
+  fsrv *s = arg;
+  fconn f = {.fd = -1};
+  SSL_CTX *ctx = t_server_ctx(s->crt, NULL, 0, 0);
+  SSL_CTX_set_tlsext_servername_callback(ctx, f_servername);
+  SSL_CTX_set_tlsext_servername_arg(ctx, s);
+  SSL_CTX_set_alpn_select_cb(ctx, f_alpn, s);
+  s->result = 1;
+  f.fd = accept(s->lfd, NULL, NULL);
+  if (f.fd < 0) goto out;
+  if (s->hangup) {
+    s->result = 0;
+    goto out;
+  }
+  s->result = 2;
+  if (s->direct && f_tls(s, &f, ctx)) goto out;
+  s->result = 3;
+  if (f_expect(&f, "streams'>")) goto out;
+  if (!s->direct) {
+    if (f_send(&f, HDR "<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'>"
+                       "<required/></starttls></stream:features>"))
+      goto out;
+    s->result = 4;
+    if (f_expect(&f, "<starttls") ||
+        f_send(&f, "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"))
+      goto out;
+    s->result = 5;
+    if (f_tls(s, &f, ctx)) goto out;
+    s->result = 6;
+    if (f_expect(&f, "streams'>")) goto out;
+  }
+  s->result = 7;
+  if (f_send(&f, HDR "<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
+                     "<mechanism>PLAIN</mechanism></mechanisms></stream:features>") ||
+      f_expect(&f, "</auth>") || f_send(&f, "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>"))
+    goto out;
+  s->result = 8;
+  if (f_expect(&f, "streams'>") ||
+      f_send(&f, HDR "<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"
+                     "</stream:features>"))
+    goto out;
+  s->result = 9;
+  /* The bind request: answer with the id it used. */
+  while (!strstr(f.buf, "</iq>"))
+    if (f_read(&f) < 0) goto out;
+  char *id = strstr(f.buf, "id='");
+  char idv[64] = "";
+  if (id) sscanf(id + 4, "%63[^']", idv);
+  char reply[512];
+  snprintf(reply, sizeof reply,
+           "<iq type='result' id='%s'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+           "<jid>alice@localhost/test</jid></bind></iq>",
+           idv);
+  f.len = 0;
+  f.buf[0] = '\0';
+  if (f_send(&f, reply)) goto out;
+  s->result = 10;
+  if (f_expect(&f, "</stream:stream>")) goto out;
+  s->got_close = 1;
+  f_send(&f, "</stream:stream>");
+  /* Then the client's close_notify (and EOF). */
+  char b[64];
+  int r = SSL_read(f.ssl, b, sizeof b);
+  if (r <= 0 && SSL_get_error(f.ssl, r) == SSL_ERROR_ZERO_RETURN) s->got_notify = 1;
+  s->result = 0;
+out:
+  if (f.ssl) SSL_free(f.ssl);
+  if (f.fd >= 0) close(f.fd);
+  SSL_CTX_free(ctx);
+  return NULL;
+}
+
+static void fsrv_start(fsrv *s, int direct, const tcert *crt, int hangup) {
+  memset(s, 0, sizeof *s);
+  s->hangup = hangup;
+  s->lfd = listener(&s->port);
+  s->direct = direct;
+  s->crt = crt;
+  assert_int_equal(pthread_create(&s->th, NULL, fsrv_main, s), 0);
+}
+
+static void fsrv_join(fsrv *s) {
+  pthread_join(s->th, NULL);
+  close(s->lfd);
+}
+
+static epode_conn *make_conn(host *h, uint16_t port, epode_tls_mode mode, const char *cafile) {
+  epode_config *cfg;
+  assert_int_equal(epode_config_new(&cfg, NULL), EPODE_OK);
+  assert_int_equal(epode_config_set_jid(cfg, "alice@localhost"), EPODE_OK);
+  assert_int_equal(epode_config_set_password(cfg, "secret"), EPODE_OK);
+  assert_int_equal(epode_config_set_server(cfg, "127.0.0.1", port), EPODE_OK);
+  assert_int_equal(epode_config_set_tls_mode(cfg, mode), EPODE_OK);
+  if (cafile) assert_int_equal(epode_config_set_cafile(cfg, cafile), EPODE_OK);
+  epode_config_set_timeout(cfg, EPODE_TIMEOUT_CONNECT, 3000);
+  epode_config_set_timeout(cfg, EPODE_TIMEOUT_TLS, 3000);
+  epode_config_set_timeout(cfg, EPODE_TIMEOUT_CLOSE, 2000);
+  epode_conn *c;
+  assert_int_equal(epode_conn_new(&c, cfg), EPODE_OK);
+  epode_config_free(cfg);
+  memset(h, 0, sizeof *h);
+  h->conn = c;
+  epode_conn_set_event_cb(c, h_event, h);
+  epode_conn_set_io(c, h_io, h_timer, h);
+  return c;
+}
+
+/* ------------------------------------------------------------------ conn tests */
+
+static void test_conn_starttls_login_close(void **state) {
+  fsrv s;
+  fsrv_start(&s, 0, &leaf, 0);
+  host h;
+  epode_conn *c = make_conn(&h, s.port, EPODE_TLS_STARTTLS, ca_path);
+  h.close_on_ready = 1;
+  assert_int_equal(epode_conn_connect(c), EPODE_OK);
+  assert_int_equal(h.closed, 0); /* nothing final inside connect() */
+  h_run(&h, c, 5000);
+  fsrv_join(&s);
+  assert_int_equal(s.result, 0);
+  assert_int_equal(h.ready, 1);
+  assert_int_equal(h.errors, 0);
+  assert_int_equal(h.closed, 1);
+  assert_int_equal(h.closed_err, EPODE_OK);
+  assert_true(s.got_close);
+  assert_true(s.got_notify);
+  assert_string_equal(s.sni, "localhost");
+  assert_string_equal(s.alpn, ""); /* no ALPN on STARTTLS */
+  assert_int_equal(h.states[0], EPODE_STATE_RESOLVING);
+  assert_int_equal(h.states[1], EPODE_STATE_CONNECTING);
+  assert_true(saw_state(&h, EPODE_STATE_STARTTLS));
+  assert_true(saw_state(&h, EPODE_STATE_TLS_HANDSHAKE));
+  assert_true(saw_state(&h, EPODE_STATE_AUTHENTICATING));
+  assert_true(saw_state(&h, EPODE_STATE_READY));
+  assert_int_equal(h.states[h.nstates - 1], EPODE_STATE_CLOSED);
+  assert_int_equal(epode_conn_state(c), EPODE_STATE_CLOSED);
+  assert_int_equal(h.n, 0); /* every fd released */
+  assert_false(h.timer_on);
+  assert_int_equal(epode_conn_close(c), EPODE_ERR_STATE);
+  epode_conn_free(c);
+}
+
+static void test_conn_direct_tls(void **state) {
+  fsrv s;
+  fsrv_start(&s, 1, &leaf, 0);
+  host h;
+  epode_conn *c = make_conn(&h, s.port, EPODE_TLS_DIRECT, ca_path);
+  h.close_on_ready = 1;
+  assert_int_equal(epode_conn_connect(c), EPODE_OK);
+  h_run(&h, c, 5000);
+  fsrv_join(&s);
+  assert_int_equal(s.result, 0);
+  assert_int_equal(h.ready, 1);
+  assert_int_equal(h.closed, 1);
+  assert_int_equal(h.closed_err, EPODE_OK);
+  assert_string_equal(s.alpn, "xmpp-client");
+  assert_false(saw_state(&h, EPODE_STATE_STARTTLS));
+  assert_int_equal(h.states[2], EPODE_STATE_TLS_HANDSHAKE);
+  assert_int_equal(h.n, 0);
+  epode_conn_free(c);
+}
+
+static void test_conn_untrusted_cert(void **state) {
+  fsrv s;
+  fsrv_start(&s, 0, &other_leaf, 0);
+  host h;
+  epode_conn *c = make_conn(&h, s.port, EPODE_TLS_STARTTLS, ca_path);
+  assert_int_equal(epode_conn_connect(c), EPODE_OK);
+  h_run(&h, c, 5000);
+  fsrv_join(&s);
+  assert_int_equal(h.errors, 1);
+  assert_int_equal(h.error_err, EPODE_ERR_TLS_VERIFY);
+  assert_non_null(strstr(h.error_detail, "unable to get local issuer certificate"));
+  assert_int_equal(h.closed, 1);
+  assert_int_equal(h.closed_err, EPODE_ERR_TLS_VERIFY);
+  assert_int_equal(epode_conn_failure(c)->err, EPODE_ERR_TLS_VERIFY);
+  assert_int_equal(h.ready, 0);
+  assert_int_equal(h.n, 0);
+  epode_conn_free(c);
+}
+
+static void test_conn_server_hangs_up(void **state) {
+  fsrv s;
+  fsrv_start(&s, 0, &leaf, 1);
+  host h;
+  epode_conn *c = make_conn(&h, s.port, EPODE_TLS_STARTTLS, ca_path);
+  assert_int_equal(epode_conn_connect(c), EPODE_OK);
+  h_run(&h, c, 5000);
+  fsrv_join(&s);
+  assert_int_equal(h.errors, 1);
+  assert_int_equal(h.error_err, EPODE_ERR_EOF);
+  assert_int_equal(h.closed, 1);
+  assert_int_equal(h.closed_err, EPODE_ERR_EOF);
+  assert_int_equal(h.n, 0);
+  epode_conn_free(c);
+}
+
+static void test_conn_refused(void **state) {
+  host h;
+  uint16_t p = closed_port();
+  epode_conn *c = make_conn(&h, p, EPODE_TLS_STARTTLS, NULL);
+  assert_int_equal(epode_conn_connect(c), EPODE_OK);
+  h_run(&h, c, 5000);
+  assert_int_equal(h.errors, 1);
+  assert_int_equal(h.error_err, EPODE_ERR_CONNECT);
+  char want[64];
+  snprintf(want, sizeof want, "127.0.0.1:%u (Connection refused)", (unsigned)p);
+  assert_non_null(strstr(epode_conn_failure(c)->detail, want));
+  assert_non_null(strstr(epode_conn_failure(c)->detail, "could not connect to 127.0.0.1"));
+  assert_int_equal(h.closed, 1);
+  assert_int_equal(h.n, 0);
+  epode_conn_free(c);
+}
+
+static void test_conn_close_while_connecting(void **state) {
+  uint16_t port;
+  int l = listener(&port); /* accepts at the kernel level; never answers */
+  host h;
+  epode_conn *c = make_conn(&h, port, EPODE_TLS_STARTTLS, NULL);
+  assert_int_equal(epode_conn_connect(c), EPODE_OK);
+  assert_int_equal(epode_conn_close(c), EPODE_OK);
+  assert_int_equal(h.closed, 0); /* asynchronous */
+  assert_int_equal(epode_conn_close(c), EPODE_OK);
+  h_run(&h, c, 2000);
+  assert_int_equal(h.closed, 1);
+  if (h.errors) fprintf(stderr, "error: %s\n", h.error_detail);
+  assert_int_equal(h.errors, 0);
+  assert_int_equal(h.closed_err, EPODE_OK);
+  assert_int_equal(h.n, 0);
+  epode_conn_free(c);
+  close(l);
+}
+
+static void test_conn_bad_cafile(void **state) {
+  host h;
+  epode_conn *c = make_conn(&h, 5222, EPODE_TLS_STARTTLS, "/nonexistent/ca.pem");
+  assert_int_equal(epode_conn_connect(c), EPODE_ERR_TLS);
+  assert_non_null(strstr(epode_conn_failure(c)->detail, "/nonexistent/ca.pem"));
+  assert_int_equal(h.nstates, 0);
+  assert_int_equal(h.n, 0);
+  epode_conn_free(c);
+}
+
+static void test_conn_free_midway(void **state) {
+  /* Freeing while connecting releases the fd through the io callback. */
+  uint16_t port;
+  int l = listener(&port);
+  host h;
+  epode_conn *c = make_conn(&h, port, EPODE_TLS_STARTTLS, NULL);
+  assert_int_equal(epode_conn_connect(c), EPODE_OK);
+  for (int i = 0; i < 5; i++) {
+    if (h.timer_on) {
+      h.timer_on = 0;
+      epode_conn_process_timeout(c);
+    }
+  }
+  epode_conn_free(c);
+  assert_int_equal(h.n, 0);
+  assert_false(h.timer_on);
+  close(l);
+}
+
+static int group_setup(void **state) {
+  signal(SIGPIPE, SIG_IGN); /* for the fake server's SSL_write; the library uses MSG_NOSIGNAL */
+  ca = t_cert("epode test CA", NULL, NULL, NULL);
+  leaf = t_cert("localhost", &ca, "DNS:localhost,IP:127.0.0.1", NULL);
+  other_ca = t_cert("untrusted CA", NULL, NULL, NULL);
+  other_leaf = t_cert("localhost", &other_ca, "DNS:localhost", NULL);
+  t_write_pem(&ca, ca_path, sizeof ca_path);
+  return 0;
+}
+
+static int group_teardown(void **state) {
+  unlink(ca_path);
+  t_cert_free(&ca);
+  t_cert_free(&leaf);
+  t_cert_free(&other_ca);
+  t_cert_free(&other_leaf);
+  return 0;
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_connect_second_address),
+      cmocka_unit_test(test_connect_all_refuse),
+      cmocka_unit_test(test_conn_starttls_login_close),
+      cmocka_unit_test(test_conn_direct_tls),
+      cmocka_unit_test(test_conn_untrusted_cert),
+      cmocka_unit_test(test_conn_server_hangs_up),
+      cmocka_unit_test(test_conn_refused),
+      cmocka_unit_test(test_conn_close_while_connecting),
+      cmocka_unit_test(test_conn_bad_cafile),
+      cmocka_unit_test(test_conn_free_midway),
+  };
+  return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
