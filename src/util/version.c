@@ -1,0 +1,3 @@
+#include "epode/epode.h"
+
+const char *epode_version(void) { return EPODE_VERSION_STRING; }
