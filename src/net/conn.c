@@ -88,6 +88,8 @@ struct epode_conn {
   int more_input; /* read budget used up, or TLS holds decrypted data */
   int write_failed;
   int write_errno;
+  uint64_t bytes_in; /* from the socket, for hints about wrong ports */
+  int first_byte;
   epode_state last_state;
 
   int fail_set; /* our own verdict (may be EPODE_OK: closed by the app) */
@@ -504,7 +506,12 @@ static void tls_established(epode_conn *c) {
 static void step_handshake(epode_conn *c) {
   int r = epode__tls_handshake(c->tls);
   if (r < 0) {
-    fail(c, (epode_err)r, "%s", epode__tls_detail(c->tls));
+    /* A direct-TLS attempt answered with XML: say what it most likely is. */
+    int xml = !c->tls_starttls && c->first_byte == '<';
+    fail(c, (epode_err)r, "%s%s", epode__tls_detail(c->tls),
+         xml ? " (the server answered in plain XML: this looks like a STARTTLS port, "
+               "not direct TLS)"
+             : "");
     return;
   }
   flush(c); /* our handshake messages */
@@ -581,8 +588,14 @@ static void read_input(epode_conn *c) {
           epode_session_state(c->s) == EPODE_STATE_CLOSING) {
         handle_eof(c); /* we said goodbye; a reset is an answer too */
       } else {
-        fail(c, e == ECONNRESET ? EPODE_ERR_EOF : EPODE_ERR_IO, "reading from %s failed: %s",
-             c->peer, strerror(e));
+        /* Reset before a single byte on a plaintext stream: typically a
+         * direct-TLS port that got our XML header. */
+        int hint = e == ECONNRESET && !c->bytes_in && !c->tls;
+        fail(c, e == ECONNRESET ? EPODE_ERR_EOF : EPODE_ERR_IO, "reading from %s failed: %s%s",
+             c->peer, strerror(e),
+             hint ? " before it sent anything (if this is a direct TLS port, use "
+                    "EPODE_TLS_DIRECT)"
+                  : "");
       }
       break;
     }
@@ -590,6 +603,8 @@ static void read_input(epode_conn *c) {
       handle_eof(c);
       break;
     }
+    if (!c->bytes_in) c->first_byte = c->rbuf[0];
+    c->bytes_in += (uint64_t)n;
     if (c->tls) {
       epode_err e = epode__tls_feed(c->tls, c->rbuf, (size_t)n);
       if (e) {

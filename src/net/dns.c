@@ -169,7 +169,7 @@ epode_err epode__dns_set_servers(epode__dns *d, const char *csv) {
 static void finish(epode__dns *d, epode_err err) {
   d->phase = PH_DONE;
   d->err = err;
-  if (err) epode__log(d->cfg, EPODE_LOG_ERROR, "net", "DNS: %s", d->detail);
+  if (err) epode__log(d->cfg, EPODE_LOG_DEBUG, "net", "DNS: %s", d->detail);
 }
 
 static void failf(epode__dns *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -247,13 +247,11 @@ int epode__tls_handshake(epode__tls *t) {
     snprintf(t->detail, sizeof t->detail, "the certificate of %s did not verify: %s", t->name,
              X509_verify_cert_error_string(vr));
     ERR_clear_error();
-    epode__log(t->cfg, EPODE_LOG_ERROR, "net", "TLS: %s", t->detail);
     return EPODE_ERR_TLS_VERIFY;
   }
   char why[256];
   ssl_reason(why, sizeof why, e == SSL_ERROR_SYSCALL ? "unexpected end of data" : "unknown error");
   snprintf(t->detail, sizeof t->detail, "TLS handshake with %s failed: %s", t->name, why);
-  epode__log(t->cfg, EPODE_LOG_ERROR, "net", "%s", t->detail);
   return EPODE_ERR_TLS;
 }
 
