@@ -43,9 +43,14 @@ typedef void (*epode_timer_fn)(int64_t timeout_ms, void *ud);
 epode_err epode_conn_new(epode_conn **out, const epode_config *cfg);
 /* Frees the connection: closes its socket without a goodbye, releases its
  * resolver, TLS state and session, tells the host to stop watching its fds
- * (events 0) and cancels its timer (-1). No event is emitted. Not from
- * inside the connection's own event callback (or a session handler): free
- * it after that callback returned, e.g. on the next loop iteration. */
+ * (events 0) and cancels its timer (-1). No event is emitted. Called from
+ * inside one of the connection's own callbacks (its event callback, a
+ * session handler), it takes effect when the epode_conn_* call that ran
+ * the callback returns, and no further events are delivered. (Not from
+ * callbacks of session calls the app makes directly, outside any
+ * epode_conn_* call: those keep the session busy; free later then.) A
+ * connection attached to epode's loop must be removed from it first. One
+ * connection makes one attempt: to reconnect, create a new one. */
 void epode_conn_free(epode_conn *c);
 /* The session this connection carries: add handlers, send stanzas. */
 epode_session *epode_conn_session(epode_conn *c);
@@ -54,8 +59,8 @@ epode_session *epode_conn_session(epode_conn *c);
  * EPODE_EV_STARTTLS is handled here and not forwarded. Once
  * epode_conn_connect() succeeded, EPODE_EV_CLOSED comes exactly once, last,
  * whatever happens (after EPODE_EV_ERROR when something failed); its
- * failure is epode_conn_failure(). The callback may call epode_conn_close()
- * and send on the session; it must not free the connection. */
+ * failure is epode_conn_failure(). The callback may call epode_conn_close(),
+ * send on the session, and free the connection (see epode_conn_free). */
 void epode_conn_set_event_cb(epode_conn *c, epode_event_fn fn, void *ud);
 /* Installs the host's callbacks. The connection reports through them at
  * once what it already watches and its pending timer. NULL io/timer: no

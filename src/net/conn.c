@@ -84,8 +84,9 @@ struct epode_conn {
   int session_started;
   int close_requested, close_started;
   int closed_emitted;
-  int kick;       /* run process_timeout soon (0 ms timer) */
-  int more_input; /* read budget used up, or TLS holds decrypted data */
+  int free_requested; /* epode_conn_free() from inside a callback */
+  int kick;           /* run process_timeout soon (0 ms timer) */
+  int more_input;     /* read budget used up, or TLS holds decrypted data */
   int write_failed;
   int write_errno;
   uint64_t bytes_in; /* from the socket, for hints about wrong ports */
@@ -114,7 +115,7 @@ static void read_input(epode_conn *c);
 /* ------------------------------------------------------------------ events */
 
 static void emit(epode_conn *c, epode_event_type type, epode_state st, const epode_failure *f) {
-  if (!c->ev_fn) return;
+  if (!c->ev_fn || c->free_requested) return;
   epode_event ev;
   memset(&ev, 0, sizeof ev);
   ev.type = type;
@@ -172,9 +173,14 @@ static void set_watch(epode_conn *c, int fd, unsigned ev) {
 static void dns_sock_cb(int fd, unsigned events, void *ud) { set_watch(ud, fd, events); }
 static void connector_close_cb(int fd, void *ud) { set_watch(ud, fd, 0); }
 
+/* Bytes we still have to write: ciphertext queued, plus the session's
+ * output once it may flow (not during a STARTTLS handshake). */
 static size_t pending_out(const epode_conn *c) {
-  if (c->tls) return c->out.len + epode__tls_out_len(c->tls);
-  return c->phase == PH_STREAM || c->phase == PH_DRAINING ? epode_session_output_len(c->s) : 0;
+  size_t n = c->tls ? c->out.len + epode__tls_out_len(c->tls) : 0;
+  if ((c->phase == PH_STREAM || c->phase == PH_DRAINING) &&
+      (!c->tls || epode__tls_handshake_done(c->tls)))
+    n += epode_session_output_len(c->s);
+  return n;
 }
 
 static void update_io(epode_conn *c) {
@@ -718,8 +724,7 @@ epode_err epode_conn_new(epode_conn **out, const epode_config *cfg) {
   return EPODE_OK;
 }
 
-void epode_conn_free(epode_conn *c) {
-  if (!c) return;
+static void destroy(epode_conn *c) {
   shutdown_transport(c);
   for (size_t i = c->nw; i-- > 0;)
     set_watch(c, c->w[i].fd, 0);
@@ -733,6 +738,22 @@ void epode_conn_free(epode_conn *c) {
   epode_mem mem = cfg->mem;
   epode_config_free(cfg);
   epode__free(&mem, c);
+}
+
+void epode_conn_free(epode_conn *c) {
+  if (!c) return;
+  if (c->depth) {
+    /* From inside one of our callbacks: the stack above still uses `c`. */
+    c->free_requested = 1;
+    return;
+  }
+  destroy(c);
+}
+
+/* Every public entry point that may run callbacks returns through here. */
+static epode_err leave(epode_conn *c, epode_err r) {
+  if (c->free_requested) destroy(c);
+  return r;
 }
 
 epode_session *epode_conn_session(epode_conn *c) { return c ? c->s : NULL; }
@@ -803,7 +824,7 @@ epode_err epode_conn_connect(epode_conn *c) {
   c->kick = 1;
   emit_state(c, EPODE_STATE_RESOLVING);
   end_call(c);
-  return EPODE_OK;
+  return leave(c, EPODE_OK);
 }
 
 static epode_err result(const epode_conn *c) {
@@ -832,7 +853,7 @@ epode_err epode_conn_process_fd(epode_conn *c, int fd, unsigned events) {
   }
   advance(c);
   end_call(c);
-  return result(c);
+  return leave(c, result(c));
 }
 
 epode_err epode_conn_process_timeout(epode_conn *c) {
@@ -884,7 +905,7 @@ epode_err epode_conn_process_timeout(epode_conn *c) {
   }
   advance(c);
   end_call(c);
-  return result(c);
+  return leave(c, result(c));
 }
 
 epode_err epode_conn_flush(epode_conn *c) {
@@ -893,7 +914,7 @@ epode_err epode_conn_flush(epode_conn *c) {
   if (c->phase != PH_STREAM) return EPODE_OK;
   after_session(c);
   end_call(c);
-  return result(c);
+  return leave(c, result(c));
 }
 
 epode_err epode_conn_close(epode_conn *c) {
@@ -909,7 +930,7 @@ epode_err epode_conn_close(epode_conn *c) {
     c->kick = 1; /* finish from the loop, not inside this call */
     update_io(c);
   }
-  return EPODE_OK;
+  return leave(c, EPODE_OK);
 }
 
 epode_state epode_conn_state(const epode_conn *c) {

@@ -153,6 +153,8 @@ typedef struct host {
   epode_err closed_err, error_err;
   char error_detail[1024];
   int close_on_ready;
+  int free_on_ready;
+  int send_outside; /* after READY, send from the loop (not a callback) */
   epode_conn *conn;
 } host;
 
@@ -192,6 +194,11 @@ static void h_event(const epode_event *ev, void *ud) {
     h->ready++;
     assert_non_null(ev->jid);
     if (h->close_on_ready) assert_int_equal(epode_conn_close(h->conn), EPODE_OK);
+    if (h->free_on_ready) {
+      epode_conn_free(h->conn);
+      h->conn = NULL;
+      h->closed = 1; /* ends h_run */
+    }
     break;
   case EPODE_EV_ERROR:
     h->errors++;
@@ -248,6 +255,7 @@ typedef struct fsrv {
   int direct;       /* direct TLS */
   const tcert *crt; /* presented certificate */
   int hangup;       /* close right after accepting */
+  int expect_msg;   /* a <message/> comes before the close */
   pthread_t th;
   /* what it saw */
   int got_close;
@@ -371,6 +379,9 @@ static void *fsrv_main(void *arg) {
   f.buf[0] = '\0';
   if (f_send(&f, reply)) goto out;
   s->result = 10;
+  if (s->expect_msg && f_expect(&f, "<body>hi</body></message>")) goto out;
+  s->result = 11;
+  /* Give the client time to close on its own (the flush test waits). */
   if (f_expect(&f, "</stream:stream>")) goto out;
   s->got_close = 1;
   f_send(&f, "</stream:stream>");
@@ -386,9 +397,11 @@ out:
   return NULL;
 }
 
-static void fsrv_start(fsrv *s, int direct, const tcert *crt, int hangup) {
+enum { F_HANGUP = 1, F_EXPECT_MSG = 2 };
+static void fsrv_start(fsrv *s, int direct, const tcert *crt, int flags) {
   memset(s, 0, sizeof *s);
-  s->hangup = hangup;
+  s->hangup = (flags & F_HANGUP) != 0;
+  s->expect_msg = (flags & F_EXPECT_MSG) != 0;
   s->lfd = listener(&s->port);
   s->direct = direct;
   s->crt = crt;
@@ -497,7 +510,7 @@ static void test_conn_untrusted_cert(void **state) {
 
 static void test_conn_server_hangs_up(void **state) {
   fsrv s;
-  fsrv_start(&s, 0, &leaf, 1);
+  fsrv_start(&s, 0, &leaf, F_HANGUP);
   host h;
   epode_conn *c = make_conn(&h, s.port, EPODE_TLS_STARTTLS, ca_path);
   assert_int_equal(epode_conn_connect(c), EPODE_OK);
@@ -545,6 +558,65 @@ static void test_conn_close_while_connecting(void **state) {
   assert_int_equal(h.n, 0);
   epode_conn_free(c);
   close(l);
+}
+
+static void test_conn_free_in_callback(void **state) {
+  fsrv s;
+  fsrv_start(&s, 0, &leaf, 0);
+  host h;
+  epode_conn *c = make_conn(&h, s.port, EPODE_TLS_STARTTLS, ca_path);
+  h.free_on_ready = 1;
+  assert_int_equal(epode_conn_connect(c), EPODE_OK);
+  h_run(&h, c, 5000);
+  assert_null(h.conn);
+  assert_int_equal(h.ready, 1);
+  assert_int_equal(h.n, 0); /* the socket was released through the io callback */
+  fsrv_join(&s);
+  assert_int_equal(s.result, 11); /* the server saw EOF instead of a close */
+}
+
+static void test_conn_flush_outside_callbacks(void **state) {
+  fsrv s;
+  fsrv_start(&s, 0, &leaf, F_EXPECT_MSG);
+  host h;
+  epode_conn *c = make_conn(&h, s.port, EPODE_TLS_STARTTLS, ca_path);
+  h.send_outside = 1;
+  assert_int_equal(epode_conn_connect(c), EPODE_OK);
+  /* Run until the message went out, then close from the loop too. */
+  uint64_t start = epode_now_ms();
+  while (h.send_outside != 2 && epode_now_ms() - start < 5000) {
+    struct pollfd p[32];
+    for (size_t i = 0; i < h.n; i++)
+      p[i] = (struct pollfd){.fd = h.fd[i],
+                             .events = (short)(((h.ev[i] & EPODE_IO_READ) ? POLLIN : 0) |
+                                               ((h.ev[i] & EPODE_IO_WRITE) ? POLLOUT : 0))};
+    size_t n = h.n;
+    poll(p, n, 50);
+    for (size_t i = 0; i < n; i++)
+      if (p[i].revents)
+        epode_conn_process_fd(c, p[i].fd,
+                              ((p[i].revents & POLLIN) ? EPODE_IO_READ : 0u) |
+                                  ((p[i].revents & POLLOUT) ? EPODE_IO_WRITE : 0u));
+    if (h.timer_on && epode_now_ms() >= h.timer_at) {
+      h.timer_on = 0;
+      epode_conn_process_timeout(c);
+    }
+    if (h.ready && h.send_outside == 1) {
+      static const char msg[] = "<message to='bob@localhost'><body>hi</body></message>";
+      assert_int_equal(epode_session_send_raw(epode_conn_session(c), msg, sizeof msg - 1),
+                       EPODE_OK);
+      assert_int_equal(epode_conn_flush(c), EPODE_OK);
+      h.send_outside = 2;
+    }
+  }
+  assert_int_equal(h.send_outside, 2);
+  assert_int_equal(epode_conn_close(c), EPODE_OK);
+  h_run(&h, c, 5000);
+  fsrv_join(&s);
+  assert_int_equal(s.result, 0);
+  assert_int_equal(h.closed, 1);
+  assert_int_equal(h.closed_err, EPODE_OK);
+  epode_conn_free(c);
 }
 
 static void test_conn_bad_cafile(void **state) {
@@ -605,6 +677,8 @@ int main(void) {
       cmocka_unit_test(test_conn_server_hangs_up),
       cmocka_unit_test(test_conn_refused),
       cmocka_unit_test(test_conn_close_while_connecting),
+      cmocka_unit_test(test_conn_free_in_callback),
+      cmocka_unit_test(test_conn_flush_outside_callbacks),
       cmocka_unit_test(test_conn_bad_cafile),
       cmocka_unit_test(test_conn_free_midway),
   };
