@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -619,6 +620,73 @@ static void test_conn_flush_outside_callbacks(void **state) {
   epode_conn_free(c);
 }
 
+/* The fake DNS server, answering from a thread until told to stop. */
+typedef struct dns_thread {
+  fake f;
+  atomic_int stop;
+  pthread_t th;
+} dns_thread;
+
+static void *dns_main(void *arg) {
+  dns_thread *d = arg;
+  while (!d->stop) {
+    struct pollfd p = {.fd = d->f.fd, .events = POLLIN};
+    if (poll(&p, 1, 20) > 0) fake_serve(&d->f);
+  }
+  return NULL;
+}
+
+static void test_conn_srv_direct_tls(void **state) {
+  /* SRV says: direct TLS at priority 0 on the fake server's port, STARTTLS
+   * at priority 10 on a dead port. The connection must pick direct TLS
+   * (ALPN and all) from the SRV answer alone. */
+  fsrv s;
+  fsrv_start(&s, 1, &leaf, 0);
+  dns_thread d;
+  fake_start(&d.f);
+  d.stop = 0;
+  add_srv(fake_rule(&d.f, "_xmpps-client._tcp.localhost", T_SRV, ACT_ANSWER), 0, 0, s.port,
+          "xmpp.test");
+  add_srv(fake_rule(&d.f, "_xmpp-client._tcp.localhost", T_SRV, ACT_ANSWER), 10, 0, closed_port(),
+          "xmpp.test");
+  rule *a = fake_rule(&d.f, "xmpp.test", T_A, ACT_ANSWER);
+  a->addr[a->naddr++] = "127.0.0.1";
+  fake_rule(&d.f, "xmpp.test", T_AAAA, ACT_NODATA);
+  assert_int_equal(pthread_create(&d.th, NULL, dns_main, &d), 0);
+
+  epode_config *cfg;
+  epode_config_new(&cfg, NULL);
+  epode_config_set_jid(cfg, "alice@localhost");
+  epode_config_set_password(cfg, "secret");
+  epode_config_set_cafile(cfg, ca_path);
+  epode_conn *c;
+  assert_int_equal(epode_conn_new(&c, cfg), EPODE_OK);
+  epode_config_free(cfg);
+  char csv[64];
+  snprintf(csv, sizeof csv, "127.0.0.1:%u", (unsigned)d.f.port);
+  assert_int_equal(epode__conn_set_dns_servers(c, csv), EPODE_OK);
+  host h;
+  memset(&h, 0, sizeof h);
+  h.conn = c;
+  h.close_on_ready = 1;
+  epode_conn_set_event_cb(c, h_event, &h);
+  epode_conn_set_io(c, h_io, h_timer, &h);
+  assert_int_equal(epode_conn_connect(c), EPODE_OK);
+  h_run(&h, c, 5000);
+  d.stop = 1;
+  pthread_join(d.th, NULL);
+  close(d.f.fd);
+  fsrv_join(&s);
+  assert_int_equal(s.result, 0);
+  assert_int_equal(h.ready, 1);
+  assert_int_equal(h.closed_err, EPODE_OK);
+  assert_string_equal(s.alpn, "xmpp-client");
+  assert_string_equal(s.sni, "localhost"); /* the JID's domain, not the SRV target */
+  assert_non_null(strstr(d.f.seen, "33 _xmpps-client._tcp.localhost;"));
+  assert_int_equal(h.n, 0);
+  epode_conn_free(c);
+}
+
 static void test_conn_bad_cafile(void **state) {
   host h;
   epode_conn *c = make_conn(&h, 5222, EPODE_TLS_STARTTLS, "/nonexistent/ca.pem");
@@ -679,6 +747,7 @@ int main(void) {
       cmocka_unit_test(test_conn_close_while_connecting),
       cmocka_unit_test(test_conn_free_in_callback),
       cmocka_unit_test(test_conn_flush_outside_callbacks),
+      cmocka_unit_test(test_conn_srv_direct_tls),
       cmocka_unit_test(test_conn_bad_cafile),
       cmocka_unit_test(test_conn_free_midway),
   };

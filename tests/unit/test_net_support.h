@@ -8,6 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <strings.h>
+#include <sys/socket.h>
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -21,13 +25,13 @@ typedef struct tcert {
   X509 *cert;
 } tcert;
 
-static EVP_PKEY *t_key(void) {
+static inline EVP_PKEY *t_key(void) {
   EVP_PKEY *k = EVP_EC_gen("P-256");
   if (!k) abort();
   return k;
 }
 
-static void t_ext(X509 *cert, X509 *issuer, int nid, const char *value) {
+static inline void t_ext(X509 *cert, X509 *issuer, int nid, const char *value) {
   X509V3_CTX ctx;
   X509V3_set_ctx_nodb(&ctx);
   X509V3_set_ctx(&ctx, issuer, cert, NULL, NULL, 0);
@@ -39,7 +43,7 @@ static void t_ext(X509 *cert, X509 *issuer, int nid, const char *value) {
 /* A certificate for `cn`: self-signed CA when `ca` is NULL, else a leaf
  * signed by it with the given SAN ("DNS:localhost,IP:127.0.0.1") and
  * digest. */
-static tcert t_cert(const char *cn, const tcert *ca, const char *san, const EVP_MD *md) {
+static inline tcert t_cert(const char *cn, const tcert *ca, const char *san, const EVP_MD *md) {
   tcert t;
   t.key = t_key();
   t.cert = X509_new();
@@ -66,14 +70,14 @@ static tcert t_cert(const char *cn, const tcert *ca, const char *san, const EVP_
   return t;
 }
 
-static void t_cert_free(tcert *t) {
+static inline void t_cert_free(tcert *t) {
   X509_free(t->cert);
   EVP_PKEY_free(t->key);
 }
 
 /* Writes the certificate as PEM to a fresh temp file; returns its path
  * (static storage per call site is the caller's business: copy it). */
-static void t_write_pem(const tcert *t, char *path, size_t size) {
+static inline void t_write_pem(const tcert *t, char *path, size_t size) {
   snprintf(path, size, "/tmp/epode-test-ca-XXXXXX");
   int fd = mkstemp(path);
   if (fd < 0) abort();
@@ -84,7 +88,7 @@ static void t_write_pem(const tcert *t, char *path, size_t size) {
 
 /* A server context presenting `leaf` (and `chain`, may be NULL), TLS
  * versions [min, max] (0 = default). */
-static SSL_CTX *t_server_ctx(const tcert *leaf, const tcert *chain, int min, int max) {
+static inline SSL_CTX *t_server_ctx(const tcert *leaf, const tcert *chain, int min, int max) {
   SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
   if (!ctx) abort();
   if (SSL_CTX_use_certificate(ctx, leaf->cert) != 1 || SSL_CTX_use_PrivateKey(ctx, leaf->key) != 1)
@@ -96,6 +100,171 @@ static SSL_CTX *t_server_ctx(const tcert *leaf, const tcert *chain, int min, int
   if (min) SSL_CTX_set_min_proto_version(ctx, min);
   if (max) SSL_CTX_set_max_proto_version(ctx, max);
   return ctx;
+}
+
+/* ------------------------------------------------------------------ fake DNS server
+ *
+ * A UDP socket on 127.0.0.1 answering the queries c-ares sends with packets
+ * built by hand from a rule table (unknown names: NXDOMAIN). Needs cmocka.h
+ * included first. */
+
+enum { T_A = 1, T_AAAA = 28, T_SRV = 33 };
+enum { ACT_ANSWER = 0, ACT_NXDOMAIN, ACT_NODATA, ACT_DROP, ACT_MALFORMED, ACT_SERVFAIL };
+
+typedef struct srv_rr {
+  uint16_t prio, weight, port;
+  const char *target;
+} srv_rr;
+
+typedef struct rule {
+  const char *name;
+  int type;
+  int act;
+  srv_rr srv[8];
+  size_t nsrv;
+  const char *addr[4]; /* A or AAAA text */
+  size_t naddr;
+} rule;
+
+typedef struct fake {
+  int fd;
+  uint16_t port;
+  rule rules[64];
+  size_t nrules;
+  char seen[4096]; /* "type name;" for every query */
+  size_t nseen;
+} fake;
+
+static inline void fake_start(fake *f) {
+  memset(f, 0, sizeof *f);
+  f->fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  assert_true(f->fd >= 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  assert_int_equal(bind(f->fd, (struct sockaddr *)&sa, sizeof sa), 0);
+  socklen_t sl = sizeof sa;
+  getsockname(f->fd, (struct sockaddr *)&sa, &sl);
+  f->port = ntohs(sa.sin_port);
+}
+
+static inline rule *fake_rule(fake *f, const char *name, int type, int act) {
+  rule *r = &f->rules[f->nrules++];
+  memset(r, 0, sizeof *r);
+  r->name = name;
+  r->type = type;
+  r->act = act;
+  return r;
+}
+
+static inline void add_srv(rule *r, uint16_t prio, uint16_t weight, uint16_t port, const char *t) {
+  r->srv[r->nsrv++] = (srv_rr){prio, weight, port, t};
+}
+
+static inline size_t put_name(unsigned char *p, const char *name) {
+  size_t n = 0;
+  if (!strcmp(name, ".")) {
+    p[0] = 0;
+    return 1;
+  }
+  while (*name) {
+    const char *dot = strchr(name, '.');
+    size_t l = dot ? (size_t)(dot - name) : strlen(name);
+    p[n++] = (unsigned char)l;
+    memcpy(p + n, name, l);
+    n += l;
+    name += l + (dot ? 1 : 0);
+  }
+  p[n++] = 0;
+  return n;
+}
+
+static inline size_t put16(unsigned char *p, unsigned v) {
+  p[0] = (unsigned char)(v >> 8);
+  p[1] = (unsigned char)v;
+  return 2;
+}
+
+/* Answers one query from the socket. */
+static inline void fake_serve(fake *f) {
+  unsigned char q[512], a[1500];
+  struct sockaddr_storage from;
+  socklen_t fl = sizeof from;
+  ssize_t n = recvfrom(f->fd, q, sizeof q, 0, (struct sockaddr *)&from, &fl);
+  if (n < 12) return;
+  /* Question: labels from offset 12. */
+  char name[256];
+  size_t o = 12, nl = 0;
+  while (o < (size_t)n && q[o]) {
+    size_t l = q[o++];
+    if (o + l > (size_t)n || nl + l + 1 >= sizeof name) return;
+    if (nl) name[nl++] = '.';
+    memcpy(name + nl, q + o, l);
+    nl += l;
+    o += l;
+  }
+  name[nl] = '\0';
+  o++;
+  if (o + 4 > (size_t)n) return;
+  int type = q[o] << 8 | q[o + 1];
+  size_t qend = o + 4;
+  f->nseen += (size_t)snprintf(f->seen + f->nseen, sizeof f->seen - f->nseen, "%d %s;", type, name);
+
+  rule *r = NULL;
+  for (size_t i = 0; i < f->nrules; i++)
+    if (!strcasecmp(f->rules[i].name, name) && f->rules[i].type == type) r = &f->rules[i];
+  int act = r ? r->act : ACT_NXDOMAIN;
+  if (act == ACT_DROP) return;
+
+  memcpy(a, q, qend); /* header + question */
+  a[2] = 0x81;        /* QR, RD */
+  a[3] = 0x80;        /* RA, rcode below */
+  if (act == ACT_NXDOMAIN) a[3] |= 3;
+  if (act == ACT_SERVFAIL) a[3] |= 2;
+  size_t w = qend, count = 0;
+  a[6] = a[7] = a[8] = a[9] = a[10] = a[11] = 0; /* an, ns, ar */
+  if (act == ACT_ANSWER) {
+    size_t items = type == T_SRV ? r->nsrv : r->naddr;
+    for (size_t i = 0; i < items; i++) {
+      w += put16(a + w, 0xC00C); /* the question's name */
+      w += put16(a + w, (unsigned)type);
+      w += put16(a + w, 1);
+      w += put16(a + w, 0);
+      w += put16(a + w, 300);
+      size_t rdlen_at = w;
+      w += 2;
+      if (type == T_SRV) {
+        w += put16(a + w, r->srv[i].prio);
+        w += put16(a + w, r->srv[i].weight);
+        w += put16(a + w, r->srv[i].port);
+        w += put_name(a + w, r->srv[i].target);
+      } else if (type == T_A) {
+        inet_pton(AF_INET, r->addr[i], a + w);
+        w += 4;
+      } else {
+        inet_pton(AF_INET6, r->addr[i], a + w);
+        w += 16;
+      }
+      put16(a + rdlen_at, (unsigned)(w - rdlen_at - 2));
+      count++;
+    }
+  } else if (act == ACT_MALFORMED) {
+    /* One SRV answer whose target name runs off the end of the packet. */
+    w += put16(a + w, 0xC00C);
+    w += put16(a + w, (unsigned)type);
+    w += put16(a + w, 1);
+    w += put16(a + w, 0);
+    w += put16(a + w, 300);
+    w += put16(a + w, 12);
+    w += put16(a + w, 1);
+    w += put16(a + w, 1);
+    w += put16(a + w, 5222);
+    a[w++] = 60; /* a 60-byte label, of which 3 bytes follow */
+    a[w++] = 'x';
+    a[w++] = 'y';
+    a[w++] = 'z';
+    count = 1;
+  }
+  put16(a + 6, (unsigned)count);
+  sendto(f->fd, a, w, 0, (struct sockaddr *)&from, fl);
 }
 
 #endif
