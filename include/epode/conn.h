@@ -83,10 +83,10 @@ epode_err epode_conn_connect(epode_conn *c);
 epode_err epode_conn_process_fd(epode_conn *c, int fd, unsigned events);
 /* The timer requested through epode_timer_fn fired. Same returns. */
 epode_err epode_conn_process_timeout(epode_conn *c);
-/* Writes what the session has queued. Stanzas sent from inside the
- * connection's callbacks (events, handlers, iq replies, timed handlers) go
- * out automatically; after an epode_session_send() made from elsewhere (a
- * stdin handler, another fd's callback), call this. */
+/* Writes what the session has queued now. Rarely needed: stanzas sent with
+ * epode_session_send()/send_iq()/close go out by themselves, at once when
+ * sent from outside the connection's callbacks and when the callback
+ * returns otherwise. */
 epode_err epode_conn_flush(epode_conn *c);
 /* Ends the stream politely (the session's close, then TLS close_notify and
  * the socket) — finishes asynchronously with EPODE_EV_CLOSED, after the

@@ -104,6 +104,11 @@ epode_err epode_session_start(epode_session *s, uint64_t now_ms, const epode_tls
 epode_err epode_session_recv(epode_session *s, const void *data, size_t len, uint64_t now_ms);
 /* The transport closed. */
 epode_err epode_session_eof(epode_session *s, uint64_t now_ms);
+/* The transport failed on its own (TLS, I/O): ends the session with `err`
+ * and `detail` as its failure, writes nothing more, emits EPODE_EV_ERROR
+ * and EPODE_EV_CLOSED. No-op once closed. */
+epode_err epode_session_abort(epode_session *s, epode_err err, const char *detail,
+                              uint64_t now_ms);
 /* After EPODE_EV_STARTTLS: the TLS handshake finished; the stream restarts. */
 epode_err epode_session_tls_done(epode_session *s, const epode_tls_info *tls, uint64_t now_ms);
 /* Runs timers and timeouts due at `now_ms`. */
@@ -114,6 +119,12 @@ int64_t epode_session_next_deadline(const epode_session *s);
 /* Output. peek returns the pending bytes (NULL/0 if none); consume drops the
  * first `n` of them after the transport took them. */
 const void *epode_session_peek_output(const epode_session *s, size_t *len);
+/* Called when the app's own call (send, send_iq, send_raw, close) has left
+ * output for the transport, so a host can write it without waiting for its
+ * next wakeup. Not called for output produced inside recv/tick/start/tls_done,
+ * after which the host looks at the output anyway. */
+typedef void (*epode_output_fn)(epode_session *s, void *ud);
+void epode_session_set_output_cb(epode_session *s, epode_output_fn fn, void *ud);
 void epode_session_consume_output(epode_session *s, size_t n);
 size_t epode_session_output_len(const epode_session *s);
 

@@ -284,7 +284,7 @@ static void fail(epode_conn *c, epode_err err, const char *fmt, ...) {
   shutdown_transport(c);
   if (c->session_started && !c->session_closed) {
     c->depth++;
-    (void)epode_session_eof(c->s, epode_now_ms());
+    (void)epode_session_abort(c->s, err, c->fail_detail, epode_now_ms());
     c->depth--;
   }
   finish(c);
@@ -697,6 +697,14 @@ static void advance(epode_conn *c) {
 
 /* ------------------------------------------------------------------ API */
 
+/* The app sent something from outside our callbacks: write it now rather
+ * than at the next wakeup. Inside our processing it goes out at the end. */
+static void on_session_output(epode_session *s, void *ud) {
+  epode_conn *c = ud;
+  (void)s;
+  if (!c->depth) (void)epode_conn_flush(c);
+}
+
 epode_err epode_conn_new(epode_conn **out, const epode_config *cfg) {
   if (!out || !cfg) return EPODE_ERR_INVAL;
   *out = NULL;
@@ -720,6 +728,7 @@ epode_err epode_conn_new(epode_conn **out, const epode_config *cfg) {
     return e;
   }
   epode_session_set_event_cb(c->s, on_session_event, c);
+  epode_session_set_output_cb(c->s, on_session_output, c);
   *out = c;
   return EPODE_OK;
 }

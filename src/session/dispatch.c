@@ -61,7 +61,10 @@ static epode_err send_bytes(epode_session *s, const char *data, size_t len) {
   if (!can_send(s)) return EPODE_ERR_STATE;
   if (s->state != EPODE_STATE_READY) return enqueue(s, data, len);
   epode_err e = epode__session_write(s, data, len);
-  if (!e) epode__session_log_out(s, data, len);
+  if (!e) {
+    epode__session_log_out(s, data, len);
+    epode__session_notify_output(s);
+  }
   return e;
 }
 

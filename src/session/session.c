@@ -87,6 +87,15 @@ void epode_session_consume_output(epode_session *s, size_t n) {
 
 size_t epode_session_output_len(const epode_session *s) { return s->out.len - s->out_off; }
 
+void epode_session_set_output_cb(epode_session *s, epode_output_fn fn, void *ud) {
+  s->out_fn = fn;
+  s->out_ud = ud;
+}
+
+void epode__session_notify_output(epode_session *s) {
+  if (s->out_fn && s->out.len > s->out_off) s->out_fn(s, s->out_ud);
+}
+
 /* ------------------------------------------------------------------ failure */
 
 static void set_str(epode_session *s, char **field, const char *v, size_t max) {
@@ -616,6 +625,17 @@ epode_err epode_session_eof(epode_session *s, uint64_t now_ms) {
                              pending ? " (in the middle of an element)" : "");
 }
 
+epode_err epode_session_abort(epode_session *s, epode_err err, const char *detail,
+                              uint64_t now_ms) {
+  if (!s || err == EPODE_OK) return EPODE_ERR_INVAL;
+  s->now = now_ms;
+  if (s->state == EPODE_STATE_CLOSED) return EPODE_OK;
+  /* Nothing more can reach the peer: make the failure path write nothing. */
+  s->neg = NEG_WAIT_TLS;
+  epode__session_fail(s, err, NULL, NULL, NULL, "%s", detail ? detail : epode_strerror(err));
+  return EPODE_OK;
+}
+
 epode_err epode_session_tls_done(epode_session *s, const epode_tls_info *tls, uint64_t now_ms) {
   if (!s || !tls) return EPODE_ERR_INVAL;
   if (s->neg != NEG_WAIT_TLS) return EPODE_ERR_STATE;
@@ -680,6 +700,7 @@ epode_err epode_session_close(epode_session *s) {
   uint32_t t = s->cfg->timeouts[EPODE_TIMEOUT_CLOSE];
   s->close_deadline = t ? s->now + t : 0;
   epode__session_set_state(s, EPODE_STATE_CLOSING);
+  epode__session_notify_output(s);
   return EPODE_OK;
 }
 

@@ -63,6 +63,8 @@ struct epode_session {
   const epode_mem *mem;
   epode_event_fn ev_fn;
   void *ev_ud;
+  epode_output_fn out_fn;
+  void *out_ud;
   epode_state state;
   epode__neg neg;
   epode__xml_parser *parser;
@@ -135,6 +137,8 @@ epode_err epode__session_write(epode_session *s, const char *data, size_t len);
 /* Serialises and writes a top-level element (and logs it). */
 epode_err epode__session_write_stanza(epode_session *s, const epode_stanza *st);
 void epode__session_log_out(epode_session *s, const char *data, size_t len);
+/* Tells the host that an app call left output (see epode_output_fn). */
+void epode__session_notify_output(epode_session *s);
 
 /* sasl_driver.c */
 /* Starts SASL given <mechanisms/> from the features (and the whole features

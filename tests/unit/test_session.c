@@ -503,6 +503,35 @@ static void test_close_timeout(void **state) {
   assert_int_equal(epode_session_failure(f->s)->err, EPODE_OK);
 }
 
+static void on_output(epode_session *s, void *ud) {
+  fx *f = ud;
+  f->handler_calls++;
+}
+
+static void test_output_cb_and_abort(void **state) {
+  fx *f = *state;
+  plain_ready(f);
+  epode_session_set_output_cb(f->s, on_output, f);
+  /* Output made while receiving is not announced: the host looks anyway. */
+  feed(f, "<iq type='get' id='x' from='localhost'><q xmlns='urn:unknown'/></iq>");
+  assert_int_equal(f->handler_calls, 0);
+  assert_true(epode_session_output_len(f->s) > 0);
+  free(take(f));
+  epode_stanza *m;
+  assert_int_equal(epode_message_new(&m, NULL, "chat", "bob@localhost", "hi"), EPODE_OK);
+  assert_int_equal(epode_session_send(f->s, m), EPODE_OK);
+  epode_stanza_free(m);
+  assert_int_equal(f->handler_calls, 1);
+  free(take(f));
+  /* The transport fails: the session ends with that failure, writes nothing. */
+  assert_int_equal(epode_session_abort(f->s, EPODE_ERR_TLS, "bad record mac", f->now), EPODE_OK);
+  assert_int_equal(epode_session_state(f->s), EPODE_STATE_CLOSED);
+  assert_int_equal(epode_session_failure(f->s)->err, EPODE_ERR_TLS);
+  assert_string_equal(epode_session_failure(f->s)->detail, "bad record mac");
+  assert_int_equal(epode_session_output_len(f->s), 0);
+  assert_int_equal(f->closed, 1);
+}
+
 /* Every allocation failing in turn during a whole login: a clean error or
  * success, never a crash or leak (ASan checks the leaks). */
 typedef struct {
@@ -576,6 +605,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_timed_handlers, setup, teardown),
       cmocka_unit_test_setup_teardown(test_output_bound, setup, teardown),
       cmocka_unit_test_setup_teardown(test_close_timeout, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_output_cb_and_abort, setup, teardown),
       cmocka_unit_test(test_alloc_failures),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
