@@ -1,0 +1,293 @@
+/* The account options every command shares, and turning them into an
+ * epode_config. The password never comes from the command line (other users
+ * can read it in /proc): it is $EPODE_PASSWORD or the first line a command
+ * prints. */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "cli.h"
+
+/* Default for connection establishment when --timeout is not given. */
+#define DEFAULT_CONNECT_TIMEOUT_MS 30000u
+/* A password line longer than this is surely not one. */
+#define PASSWORD_MAX 4096
+
+static const struct option shared_longopts[] = {
+    {"jid", required_argument, NULL, APP_OPT_JID},
+    {"password-cmd", required_argument, NULL, APP_OPT_PASSWORD_CMD},
+    {"server", required_argument, NULL, APP_OPT_SERVER},
+    {"tls", required_argument, NULL, APP_OPT_TLS},
+    {"cafile", required_argument, NULL, APP_OPT_CAFILE},
+    {"insecure", no_argument, NULL, APP_OPT_INSECURE},
+    {"resource", required_argument, NULL, APP_OPT_RESOURCE},
+    {"timeout", required_argument, NULL, APP_OPT_TIMEOUT},
+    {"allow-plaintext", no_argument, NULL, APP_OPT_ALLOW_PLAINTEXT},
+    {"verbose", no_argument, NULL, 'v'},
+    {"help", no_argument, NULL, 'h'},
+};
+
+struct option *app_build_longopts(const struct option *own, size_t n_own) {
+  size_t n_shared = sizeof shared_longopts / sizeof shared_longopts[0];
+  struct option *all = calloc(n_own + n_shared + 1, sizeof *all);
+  if (!all) return NULL;
+  if (n_own) memcpy(all, own, n_own * sizeof *own);
+  memcpy(all + n_own, shared_longopts, sizeof shared_longopts);
+  return all; /* calloc left the terminating all-zero entry */
+}
+
+void app_print_account_help(FILE *f) {
+  fputs("Account options (every command):\n"
+        "  --jid JID             the account (default: $EPODE_JID); a resource in it\n"
+        "                        is requested at bind\n"
+        "  --password-cmd CMD    run CMD with /bin/sh -c and use the first line it\n"
+        "                        prints as the password (default: $EPODE_PASSWORD).\n"
+        "                        There is no option that takes the password itself.\n"
+        "  --server HOST[:PORT]  connect here instead of looking up the JID's domain\n"
+        "                        in DNS (IPv6: [::1]:5222); the certificate is still\n"
+        "                        checked against the JID's domain\n"
+        "  --tls starttls|direct STARTTLS (default port 5222) or direct TLS (XEP-0368,\n"
+        "                        default port 5223); default: what DNS SRV says\n"
+        "  --cafile FILE         trust the CAs in this PEM file instead of the system's\n"
+        "  --insecure            do NOT verify the server's certificate (testing only;\n"
+        "                        a warning is printed every time)\n"
+        "  --allow-plaintext     allow a server that offers no TLS (the password then\n"
+        "                        crosses the network readable by anyone)\n"
+        "  --resource R          ask the server for this resource\n"
+        "  --timeout S           seconds allowed for connecting, TLS, authentication\n"
+        "                        and binding (default 30; listen: see above)\n"
+        "  -v, --verbose         show the XML traffic on stderr (-> sent, <- received;\n"
+        "                        SASL payloads are redacted); -vv adds debug logs\n"
+        "  -h, --help            show this help\n",
+        f);
+}
+
+uint32_t app_connect_timeout_ms(const app_account *a) {
+  return a->timeout_set ? a->timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS;
+}
+
+int app_parse_seconds(const char *s, uint32_t *ms) {
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (errno || end == s || *end || !(v > 0) || v > 86400.0 * 365) return -1;
+  double m = v * 1000.0 + 0.5;
+  *ms = m < 1 ? 1 : (uint32_t)m;
+  return 0;
+}
+
+int app_account_option(app_account *a, const char *cmd, int opt, const char *arg) {
+  switch (opt) {
+  case APP_OPT_JID: a->jid = arg; return 1;
+  case APP_OPT_PASSWORD_CMD: a->password_cmd = arg; return 1;
+  case APP_OPT_SERVER: a->server = arg; return 1;
+  case APP_OPT_TLS:
+    if (strcmp(arg, "starttls") && strcmp(arg, "direct")) {
+      app_usage_error(cmd, "--tls must be 'starttls' or 'direct', not '%s'", arg);
+      return -1;
+    }
+    a->tls = arg;
+    return 1;
+  case APP_OPT_CAFILE: a->cafile = arg; return 1;
+  case APP_OPT_INSECURE: a->insecure = 1; return 1;
+  case APP_OPT_RESOURCE:
+    if (!*arg) {
+      app_usage_error(cmd, "--resource must not be empty");
+      return -1;
+    }
+    a->resource = arg;
+    return 1;
+  case APP_OPT_TIMEOUT:
+    if (app_parse_seconds(arg, &a->timeout_ms)) {
+      app_usage_error(cmd, "--timeout wants a positive number of seconds, not '%s'", arg);
+      return -1;
+    }
+    a->timeout_set = 1;
+    return 1;
+  case APP_OPT_ALLOW_PLAINTEXT: a->allow_plaintext = 1; return 1;
+  case 'v': a->verbose++; return 1;
+  default: return 0;
+  }
+}
+
+/* HOST, HOST:PORT, [V6], [V6]:PORT, or a bare IPv6 address. */
+static int parse_server(const char *s, char *host, size_t host_size, uint16_t *port) {
+  const char *h = s, *p = NULL;
+  size_t hlen;
+  if (*s == '[') {
+    const char *close = strchr(s, ']');
+    if (!close || close == s + 1) return -1;
+    h = s + 1;
+    hlen = (size_t)(close - h);
+    if (close[1] == ':') p = close + 2;
+    else if (close[1]) return -1;
+  } else {
+    const char *colon = strchr(s, ':');
+    if (colon && strchr(colon + 1, ':')) {
+      hlen = strlen(s); /* several colons: a bare IPv6 address, no port */
+    } else if (colon) {
+      hlen = (size_t)(colon - s);
+      p = colon + 1;
+    } else {
+      hlen = strlen(s);
+    }
+  }
+  if (hlen == 0 || hlen >= host_size) return -1;
+  memcpy(host, h, hlen);
+  host[hlen] = '\0';
+  *port = 0;
+  if (p) {
+    char *end;
+    errno = 0;
+    long v = strtol(p, &end, 10);
+    if (errno || end == p || *end || v < 1 || v > 65535) return -1;
+    *port = (uint16_t)v;
+  }
+  return 0;
+}
+
+/* Runs the password command; returns a malloc'd password or NULL after
+ * printing why. The whole output is read (so the command never dies of
+ * SIGPIPE) but only the first line is kept. */
+static char *password_from_cmd(const char *cmd_line) {
+  fflush(NULL);
+  FILE *p = popen(cmd_line, "r");
+  if (!p) {
+    app_err("cannot run the password command: %s", strerror(errno));
+    return NULL;
+  }
+  char *out = NULL;
+  size_t len = 0;
+  int rd = app_read_all(p, 1u << 20, &out, &len);
+  int st = pclose(p);
+  if (rd != 0) {
+    app_err("cannot read the password command's output: %s",
+            rd == -2 ? "more than 1 MiB" : strerror(errno));
+    return NULL;
+  }
+  if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+    if (st != -1 && WIFEXITED(st))
+      app_err("the password command failed (exit status %d): %s", WEXITSTATUS(st), cmd_line);
+    else if (st != -1 && WIFSIGNALED(st))
+      app_err("the password command was killed by signal %d: %s", WTERMSIG(st), cmd_line);
+    else
+      app_err("the password command failed: %s", cmd_line);
+    explicit_bzero(out, len);
+    free(out);
+    return NULL;
+  }
+  size_t n = strcspn(out, "\n");
+  explicit_bzero(out + n, len - n);
+  out[n] = '\0';
+  if (n > 0 && out[n - 1] == '\r') out[--n] = '\0';
+  if (n == 0) {
+    app_err("the password command printed an empty first line: %s", cmd_line);
+    free(out);
+    return NULL;
+  }
+  if (n > PASSWORD_MAX) {
+    app_err("the password command's first line is longer than %d bytes", PASSWORD_MAX);
+    explicit_bzero(out, n);
+    free(out);
+    return NULL;
+  }
+  return out;
+}
+
+/* Library log lines: XML traffic as "-> …" / "<- …", the rest as
+ * "epode: [area] …". Debug messages only with -vv. */
+static void log_to_stderr(void *ud, epode_log_level level, const char *area, const char *msg) {
+  int verbose = *(const int *)ud;
+  if (level == EPODE_LOG_DEBUG && verbose < 2) return;
+  if (area && !strcmp(area, "xml-out"))
+    fprintf(stderr, "-> %s\n", msg);
+  else if (area && !strcmp(area, "xml-in"))
+    fprintf(stderr, "<- %s\n", msg);
+  else
+    fprintf(stderr, "epode: [%s] %s\n", area ? area : "?", msg);
+}
+
+/* The logger's `ud`: the verbosity must outlive the config (it is copied
+ * into the connection), so it lives here. */
+static int log_verbosity;
+
+int app_account_config(epode_config **out, app_account *a, const char *cmd) {
+  *out = NULL;
+  if (!a->jid) a->jid = getenv("EPODE_JID");
+  if (!a->jid || !*a->jid)
+    return app_usage_error(cmd, "no account: use --jid JID or set EPODE_JID");
+  if (epode_jid_validate(a->jid) != EPODE_OK)
+    return app_usage_error(cmd, "invalid account JID '%s'", a->jid);
+
+  char host[256];
+  uint16_t port = 0;
+  if (a->server && parse_server(a->server, host, sizeof host, &port))
+    return app_usage_error(cmd, "--server wants HOST, HOST:PORT or [IPv6]:PORT, not '%s'",
+                           a->server);
+
+  char *password = NULL;
+  if (a->password_cmd) {
+    password = password_from_cmd(a->password_cmd);
+    if (!password) return APP_EXIT_ERROR;
+  } else {
+    const char *env = getenv("EPODE_PASSWORD");
+    if (!env || !*env)
+      return app_usage_error(cmd, "no password: set EPODE_PASSWORD or use --password-cmd CMD");
+    password = strdup(env);
+    if (!password) {
+      app_err("out of memory");
+      return APP_EXIT_ERROR;
+    }
+  }
+
+  epode_config *cfg = NULL;
+  epode_err err = epode_config_new(&cfg, NULL);
+  const char *what = "creating the configuration";
+  if (!err) what = "the JID", err = epode_config_set_jid(cfg, a->jid);
+  if (!err) what = "the password", err = epode_config_set_password(cfg, password);
+  explicit_bzero(password, strlen(password));
+  free(password);
+  if (!err && a->resource) what = "--resource", err = epode_config_set_resource(cfg, a->resource);
+  if (!err && a->server) what = "--server", err = epode_config_set_server(cfg, host, port);
+  if (!err && a->tls)
+    what = "--tls", err = epode_config_set_tls_mode(cfg, strcmp(a->tls, "direct")
+                                                               ? EPODE_TLS_STARTTLS
+                                                               : EPODE_TLS_DIRECT);
+  if (!err && a->cafile) what = "--cafile", err = epode_config_set_cafile(cfg, a->cafile);
+  if (!err) {
+    unsigned flags = epode_config_flags(cfg);
+    if (a->insecure) flags |= EPODE_CFG_TLS_NO_VERIFY;
+    if (a->allow_plaintext) flags |= EPODE_CFG_ALLOW_PLAINTEXT;
+    what = "the TLS flags", err = epode_config_set_flags(cfg, flags);
+  }
+  uint32_t t = app_connect_timeout_ms(a);
+  if (!err) what = "the timeouts", err = epode_config_set_timeout(cfg, EPODE_TIMEOUT_CONNECT, t);
+  if (!err) err = epode_config_set_timeout(cfg, EPODE_TIMEOUT_TLS, t);
+  if (!err) err = epode_config_set_timeout(cfg, EPODE_TIMEOUT_NEGOTIATION, t);
+  if (!err && a->verbose) {
+    log_verbosity = a->verbose;
+    what = "logging";
+    err = epode_config_set_log(cfg, log_to_stderr, &log_verbosity, EPODE_LOG_TRAFFIC);
+  }
+  if (err) {
+    epode_config_free(cfg);
+    if (err == EPODE_ERR_JID || err == EPODE_ERR_INVAL)
+      return app_usage_error(cmd, "%s: %s", what, epode_strerror(err));
+    app_err("setting %s: %s", what, epode_strerror(err));
+    return APP_EXIT_ERROR;
+  }
+  if (a->insecure)
+    fprintf(stderr, "epode: WARNING: --insecure: the server's certificate is not verified; "
+                    "anyone on the network path can impersonate the server and read the "
+                    "password and messages\n");
+  if (a->allow_plaintext)
+    fprintf(stderr, "epode: warning: --allow-plaintext: if the server offers no TLS, the "
+                    "password and messages cross the network unencrypted\n");
+  *out = cfg;
+  return 0;
+}
