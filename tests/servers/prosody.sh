@@ -16,6 +16,10 @@
 #         ACCOUNTS="alice bob …", and per account NAME_JID / NAME_PASSWORD
 #         (upper-case name, e.g. ALICE_JID=alice@localhost).
 #       Exits non-zero, with nothing left running, if anything fails.
+#   prosody.sh certs DIR
+#       Only creates DIR/certs (same files as start) and writes DIR/certs.env
+#       (CA_FILE SERVER_CERT SERVER_KEY UNTRUSTED_* WRONGHOST_*), for tests
+#       that need the certificates but no server.
 #   prosody.sh stop DIR [--rm]
 #       Stops the server started in DIR (by its PID, checked to still be that
 #       Prosody), waits for it to exit; --rm then deletes DIR.
@@ -79,6 +83,27 @@ make_certs() { # DIR
   # A CA nobody trusts, and a localhost certificate it signed.
   gen_ca "$c/untrusted-ca" "epode untrusted CA"
   gen_leaf "$c/untrusted-ca" "$c/other/untrusted" "DNS:localhost,IP:127.0.0.1" localhost
+}
+
+cert_env() { # DIR
+  local d=$1
+  printf 'CA_FILE=%q\n' "$d/certs/ca.crt"
+  printf 'SERVER_CERT=%q\nSERVER_KEY=%q\n' "$d/certs/server/localhost.crt" \
+    "$d/certs/server/localhost.key"
+  printf 'UNTRUSTED_CA_FILE=%q\n' "$d/certs/untrusted-ca.crt"
+  printf 'UNTRUSTED_CERT=%q\nUNTRUSTED_KEY=%q\n' "$d/certs/other/untrusted.crt" \
+    "$d/certs/other/untrusted.key"
+  printf 'WRONGHOST_CERT=%q\nWRONGHOST_KEY=%q\n' "$d/certs/other/wronghost.crt" \
+    "$d/certs/other/wronghost.key"
+}
+
+cmd_certs() {
+  local dir=$1
+  need openssl "install the Debian package openssl"
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  make_certs "$dir"
+  cert_env "$dir" >"$dir/certs.env"
 }
 
 # ------------------------------------------------------------------ ports
@@ -215,14 +240,7 @@ cmd_start() {
     printf 'PROSODY_LOG=%q\n' "$dir/prosody.log"
     printf 'DOMAIN=%q\n' "$DOMAIN"
     printf 'C2S_PORT=%q\nTLS_PORT=%q\n' "$c2s" "$tls"
-    printf 'CA_FILE=%q\n' "$dir/certs/ca.crt"
-    printf 'SERVER_CERT=%q\nSERVER_KEY=%q\n' "$dir/certs/server/localhost.crt" \
-      "$dir/certs/server/localhost.key"
-    printf 'UNTRUSTED_CA_FILE=%q\n' "$dir/certs/untrusted-ca.crt"
-    printf 'UNTRUSTED_CERT=%q\nUNTRUSTED_KEY=%q\n' "$dir/certs/other/untrusted.crt" \
-      "$dir/certs/other/untrusted.key"
-    printf 'WRONGHOST_CERT=%q\nWRONGHOST_KEY=%q\n' "$dir/certs/other/wronghost.crt" \
-      "$dir/certs/other/wronghost.key"
+    cert_env "$dir"
     local names="" up
     for a in "${accounts[@]}"; do
       name=${a%%:*}
@@ -284,6 +302,10 @@ case "${1:-}" in
     [ $# -ge 2 ] || usage
     shift
     cmd_start "$@"
+    ;;
+  certs)
+    [ $# -eq 2 ] || usage
+    cmd_certs "$2"
     ;;
   stop)
     [ $# -ge 2 ] && [ $# -le 3 ] || usage
