@@ -14,6 +14,7 @@
 #include "jid.h"
 #include "loop.h"
 #include "mem.h"
+#include "sasl.h"
 #include "session.h"
 #include "stanza.h"
 

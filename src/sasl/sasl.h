@@ -45,6 +45,11 @@ typedef struct epode__sasl_params {
   epode_random_fn random;
   void *random_ud;
   uint64_t scram_iter_min, scram_iter_max;
+  /* OAUTHBEARER (RFC 7628): the OAuth 2.0 bearer token (RFC 6750 b64token),
+   * NULL when none is configured; the mechanism is unusable then. */
+  const char *oauth_token;
+  /* EXTERNAL: nonzero when the TLS channel presented a client certificate. */
+  int have_client_cert;
 } epode__sasl_params;
 
 typedef struct epode__sasl_mech {
@@ -80,6 +85,36 @@ extern const epode__sasl_mech epode__sasl_scram_sha512;
 extern const epode__sasl_mech epode__sasl_scram_sha1_plus;
 extern const epode__sasl_mech epode__sasl_scram_sha256_plus;
 extern const epode__sasl_mech epode__sasl_scram_sha512_plus;
+extern const epode__sasl_mech epode__sasl_digest_md5;  /* RFC 2831, qop=auth only */
+extern const epode__sasl_mech epode__sasl_anonymous;   /* RFC 4505 */
+extern const epode__sasl_mech epode__sasl_oauthbearer; /* RFC 7628 */
+extern const epode__sasl_mech epode__sasl_external;    /* RFC 4422 App. A, XEP-0178 */
+
+/* The channel-binding type -PLUS would use with these parameters (and its
+ * data), or NULL when none is usable. */
+const char *epode__sasl_pick_cb(const epode__sasl_params *p, const unsigned char **data,
+                                size_t *len);
+
+/* ------------------------------------------------------------ registry */
+
+/* One mechanism as a configuration sees it: built-in or custom, with the
+ * priority in force. */
+typedef struct epode__sasl_entry {
+  const char *name;
+  int priority;
+  unsigned flags; /* EPODE_SASL_* (include/epode/sys/sasl.h) */
+  const epode__sasl_mech *builtin;
+  const struct epode_sasl_mechanism *custom;
+} epode__sasl_entry;
+
+#define EPODE__SASL_MAX_ENTRIES 64
+
+struct epode_config;
+/* The built-in mechanism called `name`, or NULL. */
+const epode__sasl_mech *epode__sasl_builtin_find(const char *name);
+/* Every registered mechanism (custom ones replace built-ins of the same
+ * name), highest priority first; returns how many were written. */
+size_t epode__sasl_entries(const struct epode_config *cfg, epode__sasl_entry *out, size_t max);
 
 /* SASLprep (RFC 4013) via libidn. *out allocated with mem. EPODE_ERR_INVAL
  * for a prohibited string. */

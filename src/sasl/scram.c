@@ -561,3 +561,8 @@ epode_err epode__scram_start_with_nonce(const epode__sasl_mech *m, void **state,
   *state = NULL;
   return EPODE_ERR_INVAL;
 }
+
+const char *epode__sasl_pick_cb(const epode__sasl_params *p, const unsigned char **data,
+                                size_t *len) {
+  return pick_cb(p, data, len);
+}

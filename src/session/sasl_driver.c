@@ -1,6 +1,11 @@
 /* Drives one SASL exchange (RFC 6120 §6): picks the mechanism, moves
  * base64 payloads between the wire and the mechanism, and turns every way it
- * can end into a precise failure. */
+ * can end into a precise failure.
+ *
+ * Selection is offered ∩ registered ∩ allow-list ∩ policy, highest priority
+ * first (include/epode/sasl.h). After a <failure/> the next candidate is
+ * tried only when the caller enabled fallback; a server that fails to prove
+ * itself (bad SCRAM signature) ends the session whatever the setting. */
 #include <stdio.h>
 #include <string.h>
 
@@ -8,50 +13,77 @@
 #include "session/session_int.h"
 #include "util/alloc.h"
 
-/* Built-in mechanisms, any order: selection sorts by priority. */
-static const epode__sasl_mech *const builtin[] = {
-    &epode__sasl_scram_sha512_plus, &epode__sasl_scram_sha256_plus, &epode__sasl_scram_sha1_plus,
-    &epode__sasl_scram_sha512,      &epode__sasl_scram_sha256,      &epode__sasl_scram_sha1,
-    &epode__sasl_plain,
-};
-
-#define MAX_CB_TYPES 8
-
-typedef struct {
-  const char *types[MAX_CB_TYPES + 1];
-  int given;
-} cb_types;
-
-static void read_cb_types(const epode_stanza *features, cb_types *out) {
-  memset(out, 0, sizeof *out);
-  /* XEP-0440: <sasl-channel-binding xmlns='urn:xmpp:sasl-cb:0'>. */
-  epode_stanza *cb = epode_stanza_find_child(features, "sasl-channel-binding", "urn:xmpp:sasl-cb:0");
-  if (!cb) return;
-  out->given = 1;
+static void read_cb_types(epode_session *s, const epode_stanza *features, int *given) {
   size_t n = 0;
-  for (epode_stanza *c = epode_stanza_find_child(cb, "channel-binding", NULL);
-       c && n < MAX_CB_TYPES; c = epode_stanza_find_next(c, "channel-binding", NULL)) {
-    const char *t = epode_stanza_get_attr(c, "type");
-    if (t) out->types[n++] = t;
+  *given = 0;
+  /* XEP-0440: <sasl-channel-binding xmlns='urn:xmpp:sasl-cb:0'>. */
+  epode_stanza *cb =
+      epode_stanza_find_child(features, "sasl-channel-binding", "urn:xmpp:sasl-cb:0");
+  if (cb) {
+    *given = 1;
+    for (epode_stanza *c = epode_stanza_find_child(cb, "channel-binding", NULL); c && n < 8;
+         c = epode_stanza_find_next(c, "channel-binding", NULL)) {
+      const char *t = epode_stanza_get_attr(c, "type");
+      if (!t || strlen(t) >= sizeof s->cb_types_buf[n]) continue;
+      strcpy(s->cb_types_buf[n], t);
+      s->cb_types[n] = s->cb_types_buf[n];
+      n++;
+    }
   }
+  s->cb_types[n] = NULL;
 }
 
-static int has_cb_data(const epode_session *s) {
-  return s->cb_unique_len || s->cb_exporter_len || s->cb_endpoint_len;
+/* The parameters every mechanism sees; they point into the session, which
+ * outlives the exchange. */
+static void fill_params(epode_session *s, epode__sasl_params *p, int cb_given, int offers_plus) {
+  memset(&s->sasl_tls, 0, sizeof s->sasl_tls);
+  s->sasl_tls.version = s->tls_version;
+  s->sasl_tls.tls_unique = s->cb_unique_len ? s->cb_unique : NULL;
+  s->sasl_tls.tls_unique_len = s->cb_unique_len;
+  s->sasl_tls.tls_exporter = s->cb_exporter_len ? s->cb_exporter : NULL;
+  s->sasl_tls.tls_exporter_len = s->cb_exporter_len;
+  s->sasl_tls.tls_server_end_point = s->cb_endpoint_len ? s->cb_endpoint : NULL;
+  s->sasl_tls.tls_server_end_point_len = s->cb_endpoint_len;
+
+  memset(p, 0, sizeof *p);
+  p->mem = s->mem;
+  p->authcid = epode_jid_local(s->jid);
+  p->authzid = s->cfg->authzid;
+  p->password = s->cfg->password;
+  p->domain = epode_jid_domain(s->jid);
+  p->tls = s->secure ? &s->sasl_tls : NULL;
+  p->server_cb_types = cb_given ? s->cb_types : NULL;
+  p->server_offers_plus = offers_plus;
+  p->random = s->cfg->random_fn;
+  p->random_ud = s->cfg->random_ud;
+  p->scram_iter_min = s->cfg->limits[EPODE_LIMIT_SCRAM_ITER_MIN];
+  p->scram_iter_max = s->cfg->limits[EPODE_LIMIT_SCRAM_ITER_MAX];
+  p->oauth_token = s->cfg->oauth_token;
+  p->have_client_cert = epode__config_has_client_cert(s->cfg);
 }
 
-/* Why a mechanism offered by the server is not usable, or NULL if it is. */
-static const char *unusable(const epode_session *s, const epode__sasl_mech *m) {
+/* Why a registered mechanism the server offers is not usable, or NULL. */
+static const char *unusable(const epode_session *s, const epode__sasl_entry *m,
+                            const epode__sasl_params *p) {
   int plaintext_ok = (s->cfg->flags & EPODE_CFG_ALLOW_PLAINTEXT) != 0;
-  if ((m->flags & EPODE__SASL_SENDS_SECRET) && !s->secure && !plaintext_ok)
-    return "it would send the password over an unencrypted stream";
-  if ((m->flags & EPODE__SASL_NEEDS_TLS) && !s->secure && !plaintext_ok)
-    return "it needs TLS";
-  if ((m->flags & EPODE__SASL_NEEDS_CB) && !has_cb_data(s))
-    return "no channel-binding data is available";
-  if ((m->flags & EPODE__SASL_NEEDS_CERT)) return "no client certificate is configured";
-  if (!(m->flags & EPODE__SASL_NO_CREDS) && (!s->cfg->password || !epode_jid_local(s->jid)))
-    return "no password (or no username) is configured";
+  if (!epode__config_mech_allowed(s->cfg, m->name)) return "not in the allow-list";
+  if ((m->flags & EPODE_SASL_SENDS_SECRET) && !s->secure && !plaintext_ok)
+    return "it would send a secret over an unencrypted stream";
+  if ((m->flags & EPODE_SASL_NEEDS_TLS) && !s->secure && !plaintext_ok) return "it needs TLS";
+  if (m->flags & EPODE_SASL_NEEDS_CB) {
+    const unsigned char *d;
+    size_t n;
+    if (!epode__sasl_pick_cb(p, &d, &n))
+      return "no channel-binding data of a type the server accepts";
+  }
+  if ((m->flags & EPODE_SASL_NEEDS_CERT) && !p->have_client_cert)
+    return "no client certificate is configured";
+  if ((m->flags & EPODE_SASL_NEEDS_TOKEN) && !p->oauth_token) return "no token is configured";
+  if ((m->flags & EPODE_SASL_NEEDS_PASSWORD) && (!p->password || !p->authcid))
+    return p->authcid ? "no password is configured" : "the JID has no username";
+  /* An account JID means "log in as that account", not anonymously. */
+  if ((m->flags & EPODE_SASL_NO_CREDS) && p->authcid && !s->cfg->sasl_allow)
+    return "the JID names an account (allow-list ANONYMOUS to use it anyway)";
   return NULL;
 }
 
@@ -95,97 +127,129 @@ static epode_err send_sasl(epode_session *s, const char *elem, const char *mech,
   return e;
 }
 
-void epode__sasl_clear(epode_session *s) {
-  if (s->mech && s->mech_state) s->mech->free(s->mech_state);
+/* ------------------------------------------------ one mechanism, either kind */
+
+static epode_err mech_start(epode_session *s, epode__buf *out, int *has_initial) {
+  const epode__sasl_entry *m = s->mech;
+  if (m->builtin) return m->builtin->start(&s->mech_state, &s->sasl_ctx->p, out, has_initial);
+  s->sasl_ctx->mech_ud = m->custom->ud;
+  epode_sasl_out *o = (epode_sasl_out *)out; /* epode_sasl_out wraps an epode__buf */
+  *has_initial = m->custom->client_first;
+  return m->custom->start(s->sasl_ctx, &s->mech_state, o);
+}
+
+static epode_err mech_step(epode_session *s, const unsigned char *in, size_t len,
+                           epode__buf *out) {
+  const epode__sasl_entry *m = s->mech;
+  if (m->builtin) return m->builtin->step(s->mech_state, in, len, out);
+  return m->custom->step(s->sasl_ctx, s->mech_state, in, len, (epode_sasl_out *)out);
+}
+
+static epode_err mech_success(epode_session *s, const unsigned char *in, size_t len) {
+  const epode__sasl_entry *m = s->mech;
+  if (m->builtin) return m->builtin->success(s->mech_state, in, len);
+  return m->custom->success(s->sasl_ctx, s->mech_state, in, len);
+}
+
+static const char *mech_err(const epode_session *s) {
+  const char *msg = NULL;
+  if (s->mech && s->mech->builtin && s->mech_state && s->mech->builtin->errmsg)
+    msg = s->mech->builtin->errmsg(s->mech_state);
+  else if (s->mech && s->mech->custom && s->sasl_ctx && s->sasl_ctx->err[0])
+    msg = s->sasl_ctx->err;
+  return msg ? msg : "no detail";
+}
+
+static void mech_end(epode_session *s) {
+  if (s->mech && s->mech_state) {
+    if (s->mech->builtin)
+      s->mech->builtin->free(s->mech_state);
+    else
+      s->mech->custom->free(s->sasl_ctx, s->mech_state);
+  }
   s->mech_state = NULL;
   s->mech = NULL;
 }
 
-static const char *mech_err(const epode_session *s) {
-  const char *m = s->mech && s->mech_state && s->mech->errmsg ? s->mech->errmsg(s->mech_state)
-                                                                : NULL;
-  return m ? m : "no detail";
+void epode__sasl_clear(epode_session *s) {
+  mech_end(s);
+  epode__free(s->mem, s->sasl_ctx);
+  s->sasl_ctx = NULL;
+  s->n_cands = s->cand = 0;
+}
+
+/* Starts candidate s->cand: <auth mechanism='…'>initial response</auth>. */
+static epode_err start_candidate(epode_session *s) {
+  s->mech = &s->cands[s->cand];
+  s->sasl_rounds = 0;
+  s->sasl_ctx->err[0] = '\0';
+  epode__free(s->mem, s->mech_name);
+  s->mech_name = epode__strdup(s->mem, s->mech->name);
+  epode_sasl_out out;
+  epode__buf_init(&out.buf, s->mem, EPODE__SASL_MAX_RESPONSE);
+  int has_initial = 0;
+  epode_err e = mech_start(s, &out.buf, &has_initial);
+  if (e) {
+    epode__buf_free(&out.buf);
+    return epode__session_fail(s, e == EPODE_ERR_LIMIT ? EPODE_ERR_SASL_PROTOCOL : e, NULL, NULL,
+                               NULL, "SASL %s could not start: %s", s->mech->name, mech_err(s));
+  }
+  epode__log(s->cfg, EPODE_LOG_INFO, "sasl", "authenticating with %s", s->mech->name);
+  e = send_sasl(s, "auth", s->mech->name, &out.buf, has_initial);
+  if (out.buf.data) epode__wipe(out.buf.data, out.buf.len);
+  epode__buf_free(&out.buf);
+  if (e) return epode__session_fail(s, e, NULL, NULL, NULL, "cannot send <auth/>");
+  s->neg = NEG_SASL;
+  return EPODE_OK;
 }
 
 epode_err epode__sasl_begin(epode_session *s, const epode_stanza *features,
                             const epode_stanza *mechanisms) {
-  cb_types cbt;
-  read_cb_types(features, &cbt);
-
-  /* Offered ∩ built-in ∩ policy, highest priority first. */
-  const epode__sasl_mech *best = NULL;
-  int offers_plus = 0;
-  char offered[512] = "", refused[768] = "";
+  int cb_given, offers_plus = 0;
+  read_cb_types(s, features, &cb_given);
   for (epode_stanza *m = epode_stanza_find_child(mechanisms, "mechanism", NULL); m;
        m = epode_stanza_find_next(m, "mechanism", NULL)) {
     const char *name = epode_stanza_text(m);
     size_t nl = strlen(name);
-    if (nl > 4 && !strcmp(name + nl - 5, "-PLUS")) offers_plus = 1;
-    if (strlen(offered) + nl + 3 < sizeof offered) {
-      if (*offered) strcat(offered, ", ");
-      strcat(offered, name);
-    }
-    for (size_t i = 0; i < sizeof builtin / sizeof *builtin; i++) {
-      const epode__sasl_mech *cand = builtin[i];
-      if (strcmp(cand->name, name) != 0) continue;
-      const char *why = unusable(s, cand);
-      if (why) {
-        size_t used = strlen(refused);
-        snprintf(refused + used, sizeof refused - used, "%s%s (%s)", used ? "; " : "", name, why);
-        continue;
-      }
-      if (!best || cand->priority > best->priority) best = cand;
-    }
+    if (nl > 5 && !strcmp(name + nl - 5, "-PLUS")) offers_plus = 1;
   }
-  if (!best)
+  epode__sasl_clear(s);
+  if (!(s->sasl_ctx = epode__calloc(s->mem, sizeof *s->sasl_ctx)))
+    return epode__session_fail(s, EPODE_ERR_NOMEM, NULL, NULL, NULL, "SASL");
+  fill_params(s, &s->sasl_ctx->p, cb_given, offers_plus);
+
+  /* Registered mechanisms, best first, kept if offered and usable. */
+  epode__sasl_entry all[EPODE__SASL_MAX_ENTRIES];
+  size_t n_all = epode__sasl_entries(s->cfg, all, EPODE__SASL_MAX_ENTRIES);
+  char offered[512] = "", refused[1024] = "";
+  for (epode_stanza *m = epode_stanza_find_child(mechanisms, "mechanism", NULL); m;
+       m = epode_stanza_find_next(m, "mechanism", NULL)) {
+    const char *name = epode_stanza_text(m);
+    size_t used = strlen(offered);
+    snprintf(offered + used, sizeof offered - used, "%s%s", used ? ", " : "", name);
+  }
+  s->n_cands = 0;
+  for (size_t i = 0; i < n_all; i++) {
+    int is_offered = 0;
+    for (epode_stanza *m = epode_stanza_find_child(mechanisms, "mechanism", NULL); m;
+         m = epode_stanza_find_next(m, "mechanism", NULL))
+      if (!strcmp(epode_stanza_text(m), all[i].name)) is_offered = 1;
+    if (!is_offered) continue;
+    const char *why = unusable(s, &all[i], &s->sasl_ctx->p);
+    if (why) {
+      size_t used = strlen(refused);
+      snprintf(refused + used, sizeof refused - used, "%s%s (%s)", used ? "; " : "", all[i].name,
+               why);
+      continue;
+    }
+    s->cands[s->n_cands++] = all[i];
+  }
+  if (!s->n_cands)
     return epode__session_fail(s, EPODE_ERR_SASL_NOMECH, NULL, NULL, NULL,
                                "no usable SASL mechanism: the server offers [%s]%s%s", offered,
                                *refused ? "; not usable: " : "", refused);
-
-  epode_tls_info tls;
-  memset(&tls, 0, sizeof tls);
-  tls.version = s->tls_version;
-  tls.tls_unique = s->cb_unique_len ? s->cb_unique : NULL;
-  tls.tls_unique_len = s->cb_unique_len;
-  tls.tls_exporter = s->cb_exporter_len ? s->cb_exporter : NULL;
-  tls.tls_exporter_len = s->cb_exporter_len;
-  tls.tls_server_end_point = s->cb_endpoint_len ? s->cb_endpoint : NULL;
-  tls.tls_server_end_point_len = s->cb_endpoint_len;
-
-  epode__sasl_params p;
-  memset(&p, 0, sizeof p);
-  p.mem = s->mem;
-  p.authcid = epode_jid_local(s->jid);
-  p.password = s->cfg->password;
-  p.domain = epode_jid_domain(s->jid);
-  p.tls = s->secure ? &tls : NULL;
-  p.server_cb_types = cbt.given ? cbt.types : NULL;
-  p.server_offers_plus = offers_plus;
-  p.random = s->cfg->random_fn;
-  p.random_ud = s->cfg->random_ud;
-  p.scram_iter_min = s->cfg->limits[EPODE_LIMIT_SCRAM_ITER_MIN];
-  p.scram_iter_max = s->cfg->limits[EPODE_LIMIT_SCRAM_ITER_MAX];
-
-  epode__free(s->mem, s->mech_name);
-  s->mech_name = epode__strdup(s->mem, best->name);
-  s->mech = best;
-  s->sasl_rounds = 0;
-  epode__buf out;
-  epode__buf_init(&out, s->mem, 0);
-  int has_initial = 0;
-  epode_err e = best->start(&s->mech_state, &p, &out, &has_initial);
-  if (e) {
-    epode__buf_free(&out);
-    return epode__session_fail(s, e, NULL, NULL, NULL, "SASL %s could not start: %s", best->name,
-                               mech_err(s));
-  }
-  epode__log(s->cfg, EPODE_LOG_INFO, "sasl", "authenticating with %s", best->name);
-  e = send_sasl(s, "auth", best->name, &out, has_initial);
-  if (out.data) epode__wipe(out.data, out.len);
-  epode__buf_free(&out);
-  if (e) return epode__session_fail(s, e, NULL, NULL, NULL, "cannot send <auth/>");
-  s->neg = NEG_SASL;
-  return EPODE_OK;
+  s->cand = 0;
+  return start_candidate(s);
 }
 
 /* Decodes the element's base64 text; "=" or nothing is empty. */
@@ -199,27 +263,38 @@ static epode_err decode_payload(epode_session *s, const epode_stanza *st, unsign
   return epode_base64_decode(s->mem, txt, n, out, len);
 }
 
+static epode_err handle_failure(epode_session *s, const epode_stanza *st) {
+  const char *cond = NULL, *text = NULL;
+  for (epode_stanza *c = epode_stanza_first_child(st); c; c = epode_stanza_next_sibling(c)) {
+    if (epode_stanza_is_text(c)) continue;
+    if (!strcmp(epode_stanza_name(c), "text"))
+      text = epode_stanza_text(c);
+    else if (!cond)
+      cond = epode_stanza_name(c);
+  }
+  if (!cond) cond = "undefined-condition";
+  /* Fallback, only when asked for, and never after an abort of ours or a
+   * condition that no other mechanism can fix. */
+  if (s->cfg->sasl_fallback && s->cand + 1 < s->n_cands && strcmp(cond, "aborted") != 0 &&
+      strcmp(cond, "account-disabled") != 0 && strcmp(cond, "credentials-expired") != 0) {
+    epode__log(s->cfg, EPODE_LOG_WARN, "sasl", "%s failed (%s%s%s); trying %s", s->mech->name,
+               cond, text ? ": " : "", text ? text : "", s->cands[s->cand + 1].name);
+    mech_end(s);
+    s->cand++;
+    return start_candidate(s);
+  }
+  return epode__session_fail(s, EPODE_ERR_AUTH, NULL, cond, text,
+                             "authentication with %s failed: %s%s%s", s->mech->name, cond,
+                             text ? ": " : "", text ? text : "");
+}
+
 epode_err epode__sasl_handle(epode_session *s, const epode_stanza *st, int *done) {
   const char *name = epode_stanza_name(st);
   *done = 0;
-  if (!s->mech || !s->mech_state)
+  if (!s->mech)
     return epode__session_fail(s, EPODE_ERR_SASL_PROTOCOL, NULL, NULL, NULL,
                                "unexpected SASL <%s/> with no exchange in progress", name);
-
-  if (!strcmp(name, "failure")) {
-    const char *cond = NULL, *text = NULL;
-    for (epode_stanza *c = epode_stanza_first_child(st); c; c = epode_stanza_next_sibling(c)) {
-      if (epode_stanza_is_text(c)) continue;
-      if (!strcmp(epode_stanza_name(c), "text"))
-        text = epode_stanza_text(c);
-      else if (!cond)
-        cond = epode_stanza_name(c);
-    }
-    if (!cond) cond = "undefined-condition";
-    return epode__session_fail(s, EPODE_ERR_AUTH, NULL, cond, text,
-                               "authentication with %s failed: %s%s%s", s->mech->name, cond,
-                               text ? ": " : "", text ? text : "");
-  }
+  if (!strcmp(name, "failure")) return handle_failure(s, st);
 
   unsigned char *data;
   size_t len;
@@ -235,20 +310,21 @@ epode_err epode__sasl_handle(epode_session *s, const epode_stanza *st, int *done
                                  "the server sent more than %u SASL challenges",
                                  (unsigned)s->cfg->limits[EPODE_LIMIT_SASL_ROUNDS]);
     }
-    epode__buf out;
-    epode__buf_init(&out, s->mem, 0);
-    e = s->mech->step(s->mech_state, data, len, &out);
-    if (!e) e = send_sasl(s, "response", NULL, &out, 1);
-    if (out.data) epode__wipe(out.data, out.len);
-    epode__buf_free(&out);
+    epode_sasl_out out;
+    epode__buf_init(&out.buf, s->mem, EPODE__SASL_MAX_RESPONSE);
+    e = mech_step(s, data, len, &out.buf);
+    if (!e) e = send_sasl(s, "response", NULL, &out.buf, 1);
+    if (out.buf.data) epode__wipe(out.buf.data, out.buf.len);
+    epode__buf_free(&out.buf);
     epode__free(s->mem, data);
     if (e)
-      return epode__session_fail(s, e, NULL, NULL, NULL, "SASL %s: bad challenge: %s",
-                                 s->mech->name, mech_err(s));
+      return epode__session_fail(s, e == EPODE_ERR_LIMIT ? EPODE_ERR_SASL_PROTOCOL : e, NULL,
+                                 NULL, NULL, "SASL %s: bad challenge: %s", s->mech->name,
+                                 mech_err(s));
     return EPODE_OK;
   }
   if (!strcmp(name, "success")) {
-    e = s->mech->success(s->mech_state, data, len);
+    e = mech_success(s, data, len);
     epode__free(s->mem, data);
     if (e == EPODE_ERR_AUTH) /* the server's final message carried an error (SCRAM e=) */
       return epode__session_fail(s, e, NULL, NULL, NULL, "authentication with %s failed: %s",

@@ -8,6 +8,7 @@
 
 #include "epode/jid.h"
 #include "epode/session.h"
+#include "sasl/registry.h"
 #include "sasl/sasl.h"
 #include "util/buf.h"
 #include "util/config_int.h"
@@ -97,9 +98,15 @@ struct epode_session {
   char *session_id;
   char *bound_jid;
 
-  /* SASL. */
-  const epode__sasl_mech *mech;
+  /* SASL: the acceptable mechanisms, best first, and the one running. */
+  epode__sasl_entry cands[EPODE__SASL_MAX_ENTRIES];
+  size_t n_cands, cand;
+  const epode__sasl_entry *mech; /* NULL when no exchange runs */
   void *mech_state;
+  struct epode_sasl_ctx *sasl_ctx;
+  epode_tls_info sasl_tls;
+  char cb_types_buf[8][24];
+  const char *cb_types[9];
   unsigned sasl_rounds;
   char *mech_name; /* for the failure report */
 

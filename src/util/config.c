@@ -54,13 +54,22 @@ void epode_config_free(epode_config *c) {
   epode__free(&mem, c->resource);
   epode__free(&mem, c->server_host);
   epode__free(&mem, c->cafile);
+  epode__free(&mem, c->sasl_allow);
+  epode__free(&mem, c->prios);
+  epode__free(&mem, c->custom);
+  epode__free(&mem, c->authzid);
+  epode__free_secret(&mem, c->oauth_token);
+  epode__free(&mem, c->client_cert);
+  epode__free(&mem, c->client_key);
+  epode__free(&mem, c->client_p12);
+  epode__free_secret(&mem, c->client_p12_pw);
   epode__free(&mem, c);
 }
 
 static epode_err set_str(epode_config *c, char **field, const char *v) {
   char *d = NULL;
   if (v && !(d = epode__strdup(&c->mem, v))) return EPODE_ERR_NOMEM;
-  if (field == &c->password)
+  if (field == &c->password || field == &c->oauth_token || field == &c->client_p12_pw)
     epode__free_secret(&c->mem, *field);
   else
     epode__free(&c->mem, *field);
@@ -73,9 +82,13 @@ epode_err epode_config_clone(epode_config **out, const epode_config *src) {
   epode_config *c;
   epode_err e = epode_config_new(&c, &src->mem);
   if (e) return e;
-  char *const *strs[] = {&src->jid, &src->password, &src->resource, &src->server_host,
-                         &src->cafile};
-  char **dsts[] = {&c->jid, &c->password, &c->resource, &c->server_host, &c->cafile};
+  char *const *strs[] = {&src->jid,         &src->password,    &src->resource,
+                         &src->server_host, &src->cafile,      &src->sasl_allow,
+                         &src->authzid,     &src->oauth_token, &src->client_cert,
+                         &src->client_key,  &src->client_p12,  &src->client_p12_pw};
+  char **dsts[] = {&c->jid,         &c->password,    &c->resource,   &c->server_host,
+                   &c->cafile,      &c->sasl_allow,  &c->authzid,    &c->oauth_token,
+                   &c->client_cert, &c->client_key,  &c->client_p12, &c->client_p12_pw};
   for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) {
     if ((e = set_str(c, dsts[i], *strs[i]))) {
       epode_config_free(c);
@@ -92,8 +105,22 @@ epode_err epode_config_clone(epode_config **out, const epode_config *src) {
   c->log_level = src->log_level;
   c->random_fn = src->random_fn;
   c->random_ud = src->random_ud;
+  c->sasl_fallback = src->sasl_fallback;
+  if (src->n_prios) {
+    if (!(c->prios = epode__alloc(&c->mem, src->n_prios * sizeof *c->prios))) goto nomem;
+    memcpy(c->prios, src->prios, src->n_prios * sizeof *c->prios);
+    c->n_prios = src->n_prios;
+  }
+  if (src->n_custom) {
+    if (!(c->custom = epode__alloc(&c->mem, src->n_custom * sizeof *c->custom))) goto nomem;
+    memcpy(c->custom, src->custom, src->n_custom * sizeof *c->custom);
+    c->n_custom = src->n_custom;
+  }
   *out = c;
   return EPODE_OK;
+nomem:
+  epode_config_free(c);
+  return EPODE_ERR_NOMEM;
 }
 
 epode_err epode_config_set_jid(epode_config *c, const char *jid) {

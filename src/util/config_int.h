@@ -5,6 +5,13 @@
 #include <stdint.h>
 
 #include "epode/config.h"
+#include "epode/sys/sasl.h"
+
+/* A priority override for a built-in mechanism. */
+typedef struct epode__prio {
+  char name[24];
+  int priority;
+} epode__prio;
 
 struct epode_config {
   epode_mem mem;
@@ -23,7 +30,26 @@ struct epode_config {
   epode_log_level log_level;
   epode_random_fn random_fn;
   void *random_ud;
+
+  /* SASL (include/epode/sasl.h). */
+  char *sasl_allow; /* ",NAME,NAME," or NULL for any */
+  epode__prio *prios;
+  size_t n_prios;
+  epode_sasl_mechanism *custom; /* registered custom mechanisms */
+  size_t n_custom;
+  int sasl_fallback;
+  char *authzid;
+  char *oauth_token;
+  char *client_cert, *client_key;  /* PEM files */
+  char *client_p12, *client_p12_pw; /* PKCS#12 file and password */
 };
+
+/* Whether `name` passes the allow-list. */
+int epode__config_mech_allowed(const epode_config *cfg, const char *name);
+/* The priority in force for a mechanism whose default is `dflt`. */
+int epode__config_mech_priority(const epode_config *cfg, const char *name, int dflt);
+/* Whether a client certificate is configured. */
+int epode__config_has_client_cert(const epode_config *cfg);
 
 /* The default random source (OpenSSL RAND_bytes). */
 int epode__random_default(void *ud, unsigned char *buf, size_t len);
