@@ -285,9 +285,6 @@ int app_account_config(epode_config **out, app_account *a, const char *cmd) {
     fprintf(stderr, "epode: WARNING: --insecure: the server's certificate is not verified; "
                     "anyone on the network path can impersonate the server and read the "
                     "password and messages\n");
-  if (a->allow_plaintext)
-    fprintf(stderr, "epode: warning: --allow-plaintext: if the server offers no TLS, the "
-                    "password and messages cross the network unencrypted\n");
   *out = cfg;
   return 0;
 }

@@ -41,6 +41,8 @@ struct app_client {
   int reported; /* a failure message has been printed */
   int exit_code; /* -1 until decided */
   epode_state last_state;
+  int tls_seen;         /* a TLS handshake started on this connection */
+  int plaintext_warned;
 };
 
 epode_session *app_client_session(app_client *cl) { return epode_conn_session(cl->conn); }
@@ -69,11 +71,14 @@ static const char *state_phrase(epode_state st) {
   return "";
 }
 
-static void print_hint(epode_err err) {
+static void print_hint(epode_err err, const char *detail) {
   switch (err) {
   case EPODE_ERR_TLS_VERIFY:
-    fputs("epode: hint: --cafile FILE trusts the CA that signed the server's certificate\n",
-          stderr);
+    if (detail && strstr(detail, "hostname mismatch"))
+      fputs("epode: hint: the certificate names another host than the JID's domain\n", stderr);
+    else
+      fputs("epode: hint: --cafile FILE trusts the CA that signed the server's certificate\n",
+            stderr);
     break;
   case EPODE_ERR_TLS_REQUIRED:
     fputs("epode: hint: --allow-plaintext accepts a server without TLS (unsafe)\n", stderr);
@@ -99,7 +104,7 @@ static void report_failure(app_client *cl, const epode_failure *f) {
       !(f->text && *f->text && strstr(f->detail, f->text)))
     fprintf(stderr, " - %s", f->detail);
   fputc('\n', stderr);
-  print_hint(f->err);
+  print_hint(f->err, f->detail);
 }
 
 int app_exit_for_err(epode_err err) {
@@ -176,6 +181,16 @@ static void on_event(const epode_event *ev, void *ud) {
   switch (ev->type) {
   case EPODE_EV_STATE:
     cl->last_state = ev->state;
+    if (ev->state == EPODE_STATE_TLS_HANDSHAKE || ev->state == EPODE_STATE_STARTTLS)
+      cl->tls_seen = 1;
+    /* --allow-plaintext only matters if the server really offers no TLS:
+     * say so when it happens, before the password goes out. */
+    if (ev->state == EPODE_STATE_AUTHENTICATING && !cl->tls_seen && !cl->plaintext_warned) {
+      cl->plaintext_warned = 1;
+      fputs("epode: WARNING: the server offers no TLS; the password and messages cross the "
+            "network unencrypted (--allow-plaintext)\n",
+            stderr);
+    }
     if (cl->verbose >= 2) fprintf(stderr, "epode: [state] %s\n", epode_state_name(ev->state));
     break;
   case EPODE_EV_STARTTLS: break; /* the connection does TLS itself */

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# epode against tests/tools/fake_server.py: what a real server will not do
+# (hostile or broken input, TLS failures, silence). Each case checks the
+# exit status the man page promises and a message naming the cause, and
+# that epode neither crashes nor hangs.
+set -euo pipefail
+# shellcheck source=lib/common.sh
+. "$(dirname "$0")/lib/common.sh"
+
+FAKE=$SRC/tests/tools/fake_server.py
+# Certificates only (no Prosody needed here).
+if ! bash "$HARNESS" certs "$WORK/c" >/dev/null; then
+  echo "FAIL setup: could not create test certificates (openssl missing?)"
+  exit 1
+fi
+# shellcheck disable=SC1091
+. "$WORK/c/certs.env"
+
+ACCT=(EPODE_JID=tester@localhost EPODE_PASSWORD=fake-password)
+FAKE_ARGS=()
+
+# start_fake NAME SCENARIO: starts the fake server with FAKE_ARGS; sets
+# FAKE_PORT, FAKE_PID and FAKE_LOG (its transcript).
+start_fake() {
+  local sc=$2 portfile=$WORK/fake-$1.port i
+  FAKE_LOG=$WORK/fake-$1.log
+  : >"$portfile"
+  "$PY" "$FAKE" --port 0 --scenario "$sc" --idle 15 --log "$FAKE_LOG" \
+    "${FAKE_ARGS[@]}" >"$portfile" 2>"$WORK/fake-$1.err" &
+  FAKE_PID=$!
+  BG_PIDS+=("$FAKE_PID")
+  for i in $(seq 1 100); do
+    FAKE_PORT=$(head -n 1 "$portfile")
+    [ -n "$FAKE_PORT" ] && return 0
+    kill -0 "$FAKE_PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "FAIL setup: fake server ($sc) did not start"
+  cat "$WORK/fake-$1.err"
+  exit 1
+}
+
+stop_fake() {
+  kill -TERM "$FAKE_PID" 2>/dev/null || true
+  wait "$FAKE_PID" 2>/dev/null || true
+}
+
+# check NAME SCENARIO CODE STDERR-REGEX EPODE-ARGS... ("@PORT@" in the
+# arguments becomes the fake server's port).
+check() {
+  local name=$1 sc=$2 code=$3 re=$4
+  shift 4
+  start_fake "$name" "$sc"
+  local args=("${@//@PORT@/$FAKE_PORT}")
+  local t0
+  t0=$(date +%s%N)
+  run_epode "$name" "${ACCT[@]}" -- "${args[@]}"
+  TOOK_MS=$((($(date +%s%N) - t0) / 1000000))
+  stop_fake
+  local before=$FAILS
+  expect "$name" "$code" "$re"
+  if [ "$FAILS" != "$before" ]; then
+    echo "  --- fake server transcript:"
+    tail -n 12 "$FAKE_LOG" 2>/dev/null | cut -c1-300 | sed 's/^/  | /'
+    return
+  fi
+  # Every failure prints an "epode: <cause>" line.
+  if [ "$code" != 0 ] && ! grep -Eq "^epode: .{12,}" "$ERR"; then
+    fail "${name}_message" "no 'epode: <cause>' line" "$ERR"
+  fi
+}
+
+PLAIN=(--server "127.0.0.1:@PORT@" --allow-plaintext --timeout 10)
+
+# --- control: a well-behaved scenario (if this fails, the harness is broken) ---
+check control_message message 0 "listening as tester@localhost/fake" listen "${PLAIN[@]}" --count 1
+if [ "$(cat "$OUT")" = "eve@localhost/x: hello from the fake server" ]; then
+  pass control_message_output
+else
+  fail control_message_output "unexpected output" "$OUT"
+fi
+
+# --allow-plaintext warns when the stream really is unencrypted.
+grep -q "WARNING: the server offers no TLS" "$ERR" && pass plaintext_warning ||
+  fail plaintext_warning "no warning about the unencrypted stream" "$ERR"
+
+# --- hostile XML -------------------------------------------------------------
+check malformed_xml malformed 1 "malformed XML" listen "${PLAIN[@]}"
+check doctype doctype 1 "not allowed.*(DTD|DOCTYPE)|DTD|DOCTYPE" listen "${PLAIN[@]}"
+check entity_bomb entity-bomb 1 "not allowed|DTD|DOCTYPE|entit" listen "${PLAIN[@]}"
+check oversized_stanza oversized 1 "limit" listen "${PLAIN[@]}"
+check invalid_utf8 bad-utf8 1 "UTF-8" listen "${PLAIN[@]}"
+check mid_stanza_close mid-stanza-close 1 "closed" listen "${PLAIN[@]}"
+
+# --- stream errors and SASL failure ---------------------------------------------
+check stream_error stream-error 7 "stream error.*\(host-unknown\).*fake: this server does not" \
+  listen "${PLAIN[@]}"
+check stream_error_ready stream-error-ready 7 "\(system-shutdown\).*fake: going down" \
+  listen "${PLAIN[@]}"
+check stream_error_send stream-error 7 "host-unknown" send "${PLAIN[@]}" -m hi bob@localhost
+check sasl_failure sasl-failure 5 \
+  "authentication failed \(not-authorized\): fake: wrong password \[mechanism PLAIN\]" \
+  listen "${PLAIN[@]}"
+
+# --- TLS ---------------------------------------------------------------------------
+# Plaintext-only server without --allow-plaintext: refused before any password.
+check plaintext_refused message 4 "STARTTLS|plaintext" \
+  listen --server "127.0.0.1:@PORT@" --cafile "$CA_FILE" --timeout 10
+if grep -q "<auth" "$FAKE_LOG"; then
+  fail plaintext_no_auth "the client sent <auth> over an unencrypted stream"
+else pass plaintext_no_auth; fi
+
+check tls_garbage tls-garbage 4 "TLS" \
+  listen --server "127.0.0.1:@PORT@" --cafile "$CA_FILE" --timeout 10
+
+FAKE_ARGS=(--cert "$SERVER_CERT" --key "$SERVER_KEY")
+check tls_direct_ok tls 0 "listening as tester@localhost/fake" \
+  listen --tls direct --server "127.0.0.1:@PORT@" --cafile "$CA_FILE" --timeout 10 --count 1
+grep -q "offers no TLS" "$ERR" && fail tls_no_plaintext_warning "plaintext warning over TLS" "$ERR" ||
+  pass tls_no_plaintext_warning
+FAKE_ARGS=(--cert "$UNTRUSTED_CERT" --key "$UNTRUSTED_KEY")
+check tls_untrusted tls 4 "certificate verification failed" \
+  listen --tls direct --server "127.0.0.1:@PORT@" --cafile "$CA_FILE" --timeout 10
+FAKE_ARGS=(--cert "$WRONGHOST_CERT" --key "$WRONGHOST_KEY")
+check tls_wrong_name tls 4 "certificate verification failed" \
+  listen --tls direct --server "127.0.0.1:@PORT@" --cafile "$CA_FILE" --timeout 10
+FAKE_ARGS=(--cert "$WRONGHOST_CERT" --key "$WRONGHOST_KEY")
+check tls_wrong_name_insecure tls 0 "WARNING: --insecure" \
+  listen --tls direct --server "127.0.0.1:@PORT@" --insecure --timeout 10 --count 1
+FAKE_ARGS=()
+
+# --- a server that never answers --------------------------------------------------
+check silent_listen silent 6 "timed out" \
+  listen --server "127.0.0.1:@PORT@" --allow-plaintext --timeout 2
+if [ "$TOOK_MS" -lt 1500 ] || [ "$TOOK_MS" -gt 6000 ]; then
+  fail silent_listen_time "gave up after ${TOOK_MS} ms with --timeout 2"
+else pass silent_listen_time; fi
+check silent_send silent 6 "timed out" \
+  send --server "127.0.0.1:@PORT@" --allow-plaintext --timeout 2 -m hi bob@localhost
+if [ "$TOOK_MS" -gt 6000 ]; then
+  fail silent_send_time "gave up after ${TOOK_MS} ms with --timeout 2"
+else pass silent_send_time; fi
+
+finish
