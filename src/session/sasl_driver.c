@@ -82,7 +82,8 @@ static const char *unusable(const epode_session *s, const epode__sasl_entry *m,
   if ((m->flags & EPODE_SASL_NEEDS_PASSWORD) && (!p->password || !p->authcid))
     return p->authcid ? "no password is configured" : "the JID has no username";
   /* An account JID means "log in as that account", not anonymously. */
-  if ((m->flags & EPODE_SASL_NO_CREDS) && p->authcid && !s->cfg->sasl_allow)
+  if ((m->flags & EPODE_SASL_NO_CREDS) && !(m->flags & EPODE_SASL_NEEDS_CERT) && p->authcid &&
+      !epode__config_mech_allowed_explicitly(s->cfg, m->name))
     return "the JID names an account (allow-list ANONYMOUS to use it anyway)";
   return NULL;
 }

@@ -46,6 +46,8 @@ struct epode_config {
 
 /* Whether `name` passes the allow-list. */
 int epode__config_mech_allowed(const epode_config *cfg, const char *name);
+/* Whether the allow-list names `name` itself (not just "any"). */
+int epode__config_mech_allowed_explicitly(const epode_config *cfg, const char *name);
 /* The priority in force for a mechanism whose default is `dflt`. */
 int epode__config_mech_priority(const epode_config *cfg, const char *name, int dflt);
 /* Whether a client certificate is configured. */

@@ -66,6 +66,10 @@ int epode__config_mech_allowed(const epode_config *c, const char *name) {
   return strstr(c->sasl_allow, key) != NULL;
 }
 
+int epode__config_mech_allowed_explicitly(const epode_config *c, const char *name) {
+  return c->sasl_allow && epode__config_mech_allowed(c, name);
+}
+
 int epode__config_mech_priority(const epode_config *c, const char *name, int dflt) {
   for (size_t i = 0; i < c->n_prios; i++)
     if (!strcmp(c->prios[i].name, name)) return c->prios[i].priority;
