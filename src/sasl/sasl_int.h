@@ -20,4 +20,13 @@ epode_err epode__scram_start_with_nonce(const epode__sasl_mech *m, void **state,
                                         const epode__sasl_params *p, const char *nonce,
                                         epode__buf *out, int *has_initial);
 
+/* DIGEST-MD5 start() with the service name (normally "xmpp") and the client
+ * nonce given instead of drawn from p->random: for the RFC 2831 test vector
+ * (service "imap") only. Both must be 1..64 printable ASCII characters
+ * other than '"' and '\\', with no ',' in the cnonce and no '/' in the
+ * service; EPODE_ERR_INVAL otherwise (with *state NULL). */
+epode_err epode__digest_md5_start_with(void **state, const epode__sasl_params *p,
+                                       const char *service, const char *cnonce, epode__buf *out,
+                                       int *has_initial);
+
 #endif
