@@ -26,6 +26,9 @@
 #ifndef EPODE_SASL_H
 #define EPODE_SASL_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 #include "config.h"
 #include "error.h"
 
@@ -59,6 +62,28 @@ epode_err epode_config_set_client_cert(epode_config *cfg, const char *cert_file,
 /* The same from a PKCS#12 file and its password (NULL for none). */
 epode_err epode_config_set_client_pkcs12(epode_config *cfg, const char *p12_file,
                                          const char *password);
+
+/* SCRAM keys derived from the password (RFC 5802 ClientKey and ServerKey),
+ * which a client can keep instead of the password, as Strophe.js and
+ * Converse do. They are tied to the hash, the salt and the iteration count
+ * the server uses for the account. */
+#define EPODE_SCRAM_MAX_KEY 64
+#define EPODE_SCRAM_MAX_SALT 128
+typedef struct epode_scram_keys {
+  char hash[8];                    /* "SHA-1", "SHA-256" or "SHA-512" */
+  unsigned char salt[EPODE_SCRAM_MAX_SALT];
+  size_t salt_len;
+  uint32_t iterations;
+  unsigned char client_key[EPODE_SCRAM_MAX_KEY];
+  unsigned char server_key[EPODE_SCRAM_MAX_KEY];
+  size_t key_len;                  /* the hash's size: 20, 32 or 64 */
+} epode_scram_keys;
+
+/* Gives SCRAM keys to use instead of the password. They are used when the
+ * server's salt, iteration count and the mechanism's hash match; otherwise
+ * SCRAM needs the password (and fails without one, naming the mismatch).
+ * NULL forgets them. Copied; wiped when freed. */
+epode_err epode_config_set_scram_keys(epode_config *cfg, const epode_scram_keys *keys);
 
 /* Writes the registered mechanisms, highest priority first, as a
  * comma-separated list into buf (NUL-terminated, truncated to size).

@@ -170,6 +170,11 @@ epode_state epode_session_state(const epode_session *s);
 const char *epode_session_jid(const epode_session *s);
 /* The failure that closed the session (err EPODE_OK while none). Never NULL. */
 const epode_failure *epode_session_failure(const epode_session *s);
+/* After a successful SCRAM login: the keys derived for this account, to be
+ * kept instead of the password (epode_config_set_scram_keys()).
+ * EPODE_ERR_NOTFOUND if the login did not use SCRAM. */
+struct epode_scram_keys;
+epode_err epode_session_scram_keys(const epode_session *s, struct epode_scram_keys *out);
 /* Writes a fresh unique id ("ep-" + 16 hex digits) into buf (size >= 20). */
 epode_err epode_session_new_id(epode_session *s, char *buf, size_t size);
 const epode_mem *epode_session_mem(const epode_session *s);

@@ -50,6 +50,15 @@ typedef struct epode__sasl_params {
   const char *oauth_token;
   /* EXTERNAL: nonzero when the TLS channel presented a client certificate. */
   int have_client_cert;
+  /* SCRAM: keys to use instead of the password when hash, salt and
+   * iterations match (NULL: none), and where to store the keys derived
+   * during this exchange (NULL: don't). */
+  const struct epode_scram_keys *scram_keys;
+  struct epode_scram_keys *scram_keys_out;
+  /* XEP-0474 (SSDP): the mechanisms the server offered, in the order it
+   * offered them, NULL-terminated (NULL if unknown). With
+   * server_cb_types (XEP-0440) they are what a server's d= hash covers. */
+  const char *const *server_mechs;
 } epode__sasl_params;
 
 typedef struct epode__sasl_mech {

@@ -60,6 +60,10 @@ static void fill_params(epode_session *s, epode__sasl_params *p, int cb_given, i
   p->scram_iter_max = s->cfg->limits[EPODE_LIMIT_SCRAM_ITER_MAX];
   p->oauth_token = s->cfg->oauth_token;
   p->have_client_cert = epode__config_has_client_cert(s->cfg);
+  p->scram_keys = s->cfg->scram_keys;
+  memset(&s->scram_derived, 0, sizeof s->scram_derived);
+  p->scram_keys_out = &s->scram_derived;
+  p->server_mechs = s->mech_names;
 }
 
 /* Why a registered mechanism the server offers is not usable, or NULL. */
@@ -207,13 +211,21 @@ static epode_err start_candidate(epode_session *s) {
 epode_err epode__sasl_begin(epode_session *s, const epode_stanza *features,
                             const epode_stanza *mechanisms) {
   int cb_given, offers_plus = 0;
+  size_t n_names = 0;
   read_cb_types(s, features, &cb_given);
   for (epode_stanza *m = epode_stanza_find_child(mechanisms, "mechanism", NULL); m;
        m = epode_stanza_find_next(m, "mechanism", NULL)) {
     const char *name = epode_stanza_text(m);
     size_t nl = strlen(name);
     if (nl > 5 && !strcmp(name + nl - 5, "-PLUS")) offers_plus = 1;
+    if (n_names < 32 && nl < sizeof s->mech_names_buf[0]) {
+      memcpy(s->mech_names_buf[n_names], name, nl + 1);
+      s->mech_names[n_names] = s->mech_names_buf[n_names];
+      n_names++;
+    }
   }
+  s->mech_names[n_names] = NULL;
+  s->scram_done = 0;
   epode__sasl_clear(s);
   if (!(s->sasl_ctx = epode__calloc(s->mem, sizeof *s->sasl_ctx)))
     return epode__session_fail(s, EPODE_ERR_NOMEM, NULL, NULL, NULL, "SASL");
@@ -284,9 +296,14 @@ static epode_err handle_failure(epode_session *s, const epode_stanza *st) {
     s->cand++;
     return start_candidate(s);
   }
+  /* Some mechanisms learn more than the <failure/> says (OAUTHBEARER's JSON
+   * error): add it. */
+  const char *extra = mech_err(s);
+  int has_extra = strcmp(extra, "no detail") != 0;
   return epode__session_fail(s, EPODE_ERR_AUTH, NULL, cond, text,
-                             "authentication with %s failed: %s%s%s", s->mech->name, cond,
-                             text ? ": " : "", text ? text : "");
+                             "authentication with %s failed: %s%s%s%s%s", s->mech->name, cond,
+                             text ? ": " : "", text ? text : "", has_extra ? "; " : "",
+                             has_extra ? extra : "");
 }
 
 epode_err epode__sasl_handle(epode_session *s, const epode_stanza *st, int *done) {
@@ -335,6 +352,7 @@ epode_err epode__sasl_handle(epode_session *s, const epode_stanza *st, int *done
                                  "the server accepted %s but did not prove itself: %s",
                                  s->mech->name, mech_err(s));
     epode__log(s->cfg, EPODE_LOG_INFO, "sasl", "authenticated with %s", s->mech->name);
+    s->scram_done = s->scram_derived.key_len != 0;
     epode__sasl_clear(s);
     *done = 1;
     return EPODE_OK;

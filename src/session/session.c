@@ -538,6 +538,7 @@ void epode_session_free(epode_session *s) {
   epode__buf_free(&s->out);
   epode__wipe(s->cb_unique, sizeof s->cb_unique);
   epode__wipe(s->cb_exporter, sizeof s->cb_exporter);
+  epode__wipe(&s->scram_derived, sizeof s->scram_derived);
   char **strs[] = {&s->stream_id, &s->bind_id,     &s->session_id,  &s->bound_jid, &s->mech_name,
                    &s->f_condition, &s->f_text, &s->f_mechanism, &s->f_detail};
   for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) epode__free(m, *strs[i]);
@@ -710,6 +711,13 @@ const char *epode_session_jid(const epode_session *s) {
 }
 const epode_mem *epode_session_mem(const epode_session *s) { return s->mem; }
 const epode_config *epode_session_config(const epode_session *s) { return s->cfg; }
+
+epode_err epode_session_scram_keys(const epode_session *s, epode_scram_keys *out) {
+  if (!s || !out) return EPODE_ERR_INVAL;
+  if (!s->scram_done) return EPODE_ERR_NOTFOUND;
+  memcpy(out, &s->scram_derived, sizeof *out);
+  return EPODE_OK;
+}
 
 epode_err epode_session_new_id(epode_session *s, char *buf, size_t size) {
   if (!s || !buf || size < 20) return EPODE_ERR_INVAL;

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "epode/jid.h"
+#include "epode/sasl.h"
 #include "epode/session.h"
 #include "sasl/registry.h"
 #include "sasl/sasl.h"
@@ -107,6 +108,10 @@ struct epode_session {
   epode_tls_info sasl_tls;
   char cb_types_buf[8][24];
   const char *cb_types[9];
+  char mech_names_buf[32][24]; /* what the server offered (XEP-0474) */
+  const char *mech_names[33];
+  epode_scram_keys scram_derived; /* filled by SCRAM on success */
+  int scram_done;                 /* the login used SCRAM: keys are valid */
   unsigned sasl_rounds;
   char *mech_name; /* for the failure report */
 

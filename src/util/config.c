@@ -7,6 +7,7 @@
 #include "epode_limits.h"
 #include "util/alloc.h"
 #include "epode/jid.h"
+#include "epode/sasl.h"
 #include "util/config_int.h"
 
 int epode__random_default(void *ud, unsigned char *buf, size_t len) {
@@ -63,6 +64,8 @@ void epode_config_free(epode_config *c) {
   epode__free(&mem, c->client_key);
   epode__free(&mem, c->client_p12);
   epode__free_secret(&mem, c->client_p12_pw);
+  if (c->scram_keys) epode__wipe(c->scram_keys, sizeof *c->scram_keys);
+  epode__free(&mem, c->scram_keys);
   epode__free(&mem, c);
 }
 
@@ -106,6 +109,10 @@ epode_err epode_config_clone(epode_config **out, const epode_config *src) {
   c->random_fn = src->random_fn;
   c->random_ud = src->random_ud;
   c->sasl_fallback = src->sasl_fallback;
+  if (src->scram_keys) {
+    if (!(c->scram_keys = epode__alloc(&c->mem, sizeof *c->scram_keys))) goto nomem;
+    memcpy(c->scram_keys, src->scram_keys, sizeof *c->scram_keys);
+  }
   if (src->n_prios) {
     if (!(c->prios = epode__alloc(&c->mem, src->n_prios * sizeof *c->prios))) goto nomem;
     memcpy(c->prios, src->prios, src->n_prios * sizeof *c->prios);

@@ -42,6 +42,7 @@ struct epode_config {
   char *oauth_token;
   char *client_cert, *client_key;  /* PEM files */
   char *client_p12, *client_p12_pw; /* PKCS#12 file and password */
+  struct epode_scram_keys *scram_keys; /* cached SCRAM keys, or NULL */
 };
 
 /* Whether `name` passes the allow-list. */

@@ -192,3 +192,28 @@ size_t epode_config_list_mechanisms(const epode_config *c, char *buf, size_t siz
   }
   return need;
 }
+
+epode_err epode_config_set_scram_keys(epode_config *c, const epode_scram_keys *keys) {
+  if (!c) return EPODE_ERR_INVAL;
+  if (keys) {
+    size_t want = !strcmp(keys->hash, "SHA-1")     ? 20
+                  : !strcmp(keys->hash, "SHA-256") ? 32
+                  : !strcmp(keys->hash, "SHA-512") ? 64
+                                                   : 0;
+    if (!want || keys->key_len != want || !keys->salt_len ||
+        keys->salt_len > EPODE_SCRAM_MAX_SALT || !keys->iterations)
+      return EPODE_ERR_INVAL;
+  }
+  if (c->scram_keys) {
+    epode__wipe(c->scram_keys, sizeof *c->scram_keys);
+    if (!keys) {
+      epode__free(&c->mem, c->scram_keys);
+      c->scram_keys = NULL;
+      return EPODE_OK;
+    }
+  } else if (keys) {
+    if (!(c->scram_keys = epode__alloc(&c->mem, sizeof *c->scram_keys))) return EPODE_ERR_NOMEM;
+  }
+  if (keys) memcpy(c->scram_keys, keys, sizeof *keys);
+  return EPODE_OK;
+}
