@@ -25,7 +25,7 @@
   X(ERROR, 1, "any other error (protocol, XML, I/O, limits, the password command)")    \
   X(USAGE, 2, "usage error: bad option or argument, invalid JID or message text")       \
   X(CONNECT, 3, "could not connect: DNS failure, connection refused, unreachable")      \
-  X(TLS, 4, "TLS failure, including certificate verification")                          \
+  X(TLS, 4, "TLS failure: handshake, certificate verification, or no TLS offered")     \
   X(AUTH, 5, "authentication failed (the server's SASL condition is printed)")          \
   X(TIMEOUT, 6, "timed out: connecting (--timeout), or listen --count not reached")     \
   X(STREAM, 7, "the server ended the stream with a stream error (condition printed)")
