@@ -86,6 +86,17 @@ PORT=$(closed_port)
 run_epode refused "${A[@]}" -- listen --server "127.0.0.1:$PORT" --cafile "$CA_FILE" --timeout 5
 expect refused 3 "could not connect.*(refused|Connection refused)"
 
+# An IPv6 literal in brackets is parsed as host + port (refused: exit 3 and
+# the address named; no IPv6 listener is needed for this).
+run_epode ipv6_literal "${A[@]}" -- listen --server "[::1]:$PORT" --cafile "$CA_FILE" --timeout 5
+expect ipv6_literal 3 "::1.*$PORT|$PORT.*::1"
+
+# A host name for --server goes through the resolver (localhost may give ::1
+# first; Prosody listens on 127.0.0.1 only, so the next address must be tried).
+run_epode server_hostname "${A[@]}" -- listen --server "localhost:$C2S_PORT" --cafile "$CA_FILE" \
+  --timeout 2
+expect server_hostname 0 "listening as alice@localhost/"
+
 run_epode usage_unknown_option "${A[@]}" -- listen --no-such-option
 expect usage_unknown_option 2 "unknown option '--no-such-option'"
 run_epode usage_password_option "${A[@]}" -- send --password secret bob@localhost
