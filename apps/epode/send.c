@@ -7,6 +7,7 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -97,6 +98,10 @@ int app_cmd_send(const app_command *cmd, int argc, char **argv) {
     sc.body = sc.message;
     len = strlen(sc.message);
   } else {
+    if (isatty(STDIN_FILENO))
+      fputs("epode: reading the message from the terminal; end it with Ctrl-D "
+            "(or use -m TEXT)\n",
+            stderr);
     int r = app_read_all(stdin, BODY_MAX, &stdin_body, &len);
     if (r == -2)
       return app_usage_error("send", "the message on standard input is longer than %u bytes",

@@ -84,6 +84,22 @@ fi
 grep -q "WARNING: the server offers no TLS" "$ERR" && pass plaintext_warning ||
   fail plaintext_warning "no warning about the unencrypted stream" "$ERR"
 
+# --- output escaping, byte for byte (CR, tab, quotes, backslash, UTF-8) --------
+check escapes_plain escapes 0 "listening as" listen "${PLAIN[@]}" --count 1
+printf 'eve@localhost/x: q"uote\\\\back\\r\\ntab\t<&> \xc3\xa9\xe6\x97\xa5 \xf0\x9f\x91\x8b '"'end'"'\n' \
+  >"$WORK/escapes_plain.want"
+if cmp -s "$OUT" "$WORK/escapes_plain.want"; then pass escapes_plain_bytes; else
+  fail escapes_plain_bytes "plain line differs (want: $(od -c "$WORK/escapes_plain.want" | head -3))" \
+    "$OUT"
+fi
+check escapes_json escapes 0 "listening as" listen "${PLAIN[@]}" --count 1 --json
+printf '{"from":"eve@localhost/x","to":"tester@localhost/fake","type":"chat","id":"fake-m1",'\
+'"body":"q\\"uote\\\\back\\r\\ntab\\t<&> \xc3\xa9\xe6\x97\xa5 \xf0\x9f\x91\x8b '"'end'"'"}\n' \
+  >"$WORK/escapes_json.want"
+if cmp -s "$OUT" "$WORK/escapes_json.want"; then pass escapes_json_bytes; else
+  fail escapes_json_bytes "JSON line differs from $(cat "$WORK/escapes_json.want")" "$OUT"
+fi
+
 # --- hostile XML -------------------------------------------------------------
 check malformed_xml malformed 1 "malformed XML" listen "${PLAIN[@]}"
 check doctype doctype 1 "not allowed.*(DTD|DOCTYPE)|DTD|DOCTYPE" listen "${PLAIN[@]}"

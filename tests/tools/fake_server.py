@@ -60,7 +60,7 @@ def stream_error(cond, text):
 
 def message(body_xml, frm="eve@localhost/x"):
     return ("<message from='%s' to='%s' type='chat' id='fake-m1'><body>%s</body></message>"
-            % (frm, BOUND_JID, body_xml)).encode()
+            % (frm, BOUND_JID, body_xml)).encode("utf-8")
 
 
 BILLION_LAUGHS = (b"<?xml version='1.0'?>\n<!DOCTYPE lolz [\n<!ENTITY lol 'lol'>\n"
@@ -76,6 +76,12 @@ SCENARIOS = {
     # harness itself works, so the hostile scenarios fail for their reason.
     "message": ("ready", message("hello from the fake server"), "end",
                 "one chat message, then </stream:stream>"),
+    # Character references for CR and tab, quotes, a backslash, raw UTF-8 and
+    # an astral character reference: what the two output formats must escape
+    # (real servers may normalise a CR away, so only a fake can send it).
+    "escapes": ("ready", message("q\"uote\\back&#13;&#10;tab&#9;&lt;&amp;&gt; \u00e9\u65e5 "
+                                 "&#x1F44B; &apos;end&apos;"), "end",
+                "one message whose body needs escaping in both output formats"),
     "malformed": ("ready", b"<message from='eve@localhost/x'><body>hi</bod></message>", "hold",
                   "mismatched end tag after the session is ready"),
     "doctype": ("raw", b"<?xml version='1.0'?><!DOCTYPE stream [<!ELEMENT stream ANY>]>"
