@@ -16,6 +16,9 @@
 #         ACCOUNTS="alice bob …", and per account NAME_JID / NAME_PASSWORD
 #         (upper-case name, e.g. ALICE_JID=alice@localhost).
 #       Exits non-zero, with nothing left running, if anything fails.
+#       With PROSODY_WATCH_PID=PID in the environment, a small watchdog
+#       stops the server once that process is gone (a test killed with
+#       SIGKILL by a timeout cannot run its trap).
 #   prosody.sh certs DIR
 #       Only creates DIR/certs (same files as start) and writes DIR/certs.env
 #       (CA_FILE SERVER_CERT SERVER_KEY UNTRUSTED_* WRONGHOST_*), for tests
@@ -188,6 +191,9 @@ cmd_start() {
 
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
+  # The path goes into a Lua config: keep it to characters that need no quoting.
+  [[ "$dir" =~ ^[A-Za-z0-9._/+-]+$ ]] ||
+    die "directory path '$dir' has characters the generated config cannot hold"
   [ ! -e "$dir/env" ] || die "$dir already holds a server (stop it first)"
   mkdir -p "$dir/data"
   make_certs "$dir"
@@ -253,6 +259,14 @@ cmd_start() {
   } >"$dir/env.tmp"
   mv "$dir/env.tmp" "$dir/env"
   trap - EXIT
+  if [ -n "${PROSODY_WATCH_PID:-}" ]; then
+    local watch=$PROSODY_WATCH_PID
+    (
+      while kill -0 "$watch" 2>/dev/null && [ -d "/proc/$pid" ]; do sleep 1; done
+      stop_pid "$pid" "$cfg"
+    ) </dev/null >/dev/null 2>&1 &
+    disown $! 2>/dev/null || true
+  fi
   echo "prosody.sh: Prosody $pid ready on 127.0.0.1: c2s $c2s (STARTTLS), $tls (direct TLS); $dir/env" >&2
 }
 

@@ -83,7 +83,7 @@ finish() {
 # start_prosody [NAME:PASSWORD ...]: starts the harness in $WORK/prosody and
 # sources its env. A missing or broken Prosody is a failure, never a skip.
 start_prosody() {
-  if ! bash "$HARNESS" start "$WORK/prosody" "$@"; then
+  if ! PROSODY_WATCH_PID=$$ bash "$HARNESS" start "$WORK/prosody" "$@"; then
     echo "FAIL setup: the Prosody test server did not start (is the Debian package prosody" \
       "installed? scripts/deps.sh installs it)"
     exit 1
