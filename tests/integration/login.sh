@@ -124,6 +124,19 @@ run_epode help -- --help
 expect help 0 "" "^Exit status:"
 grep -q "^  5  authentication failed" "$OUT" && pass help_exit_codes ||
   fail help_exit_codes "--help lacks the exit code table" "$OUT"
+# One exit code table: --help, the man page and the Markdown page list the
+# same codes 0-7 and nothing else.
+help_codes=$(sed -n '/^Exit status:/,/^$/p' "$OUT" | grep -Eo '^  [0-9]+ ' | tr -d ' ' | xargs)
+man_codes=$(sed -n '/^\.SH EXIT STATUS/,/^\.SH /p' "$SRC/docs/epode.1" | grep -Eo '^\.B [0-9]+$' |
+  cut -d' ' -f2 | xargs)
+md_codes=$(sed -n '/^## Exit status/,/^## /p' "$SRC/docs/epode.md" | grep -Eo '^\| [0-9]+ ' |
+  tr -d '| ' | xargs)
+if [ "$help_codes" = "0 1 2 3 4 5 6 7" ] && [ "$man_codes" = "$help_codes" ] &&
+  [ "$md_codes" = "$help_codes" ]; then
+  pass exit_code_tables
+else
+  fail exit_code_tables "--help: '$help_codes', man: '$man_codes', md: '$md_codes'"
+fi
 run_epode send_help -- send --help
 expect send_help 0 "" "^Usage: epode send"
 run_epode version -- --version
