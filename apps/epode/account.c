@@ -60,7 +60,8 @@ void app_print_account_help(FILE *f) {
         "                        crosses the network readable by anyone)\n"
         "  --resource R          ask the server for this resource\n"
         "  --timeout S           seconds allowed for connecting, TLS, authentication\n"
-        "                        and binding (default 30; listen: see above)\n"
+        "                        and binding (default 30); for listen also how long\n"
+        "                        to listen\n"
         "  -v, --verbose         show the XML traffic on stderr (-> sent, <- received;\n"
         "                        SASL payloads are redacted); -vv adds debug logs\n"
         "  -h, --help            show this help\n",
