@@ -24,6 +24,7 @@ typedef struct send_ctx {
   int n_to;
   const char *body;
   int sent;
+  app_client *cl;
 } send_ctx;
 
 static int own_option(int opt, const char *arg, void *ud) {
@@ -41,28 +42,56 @@ static int own_option(int opt, const char *arg, void *ud) {
   }
 }
 
-static void on_ready(app_client *cl, const char *jid, void *ud) {
-  send_ctx *sc = ud;
+/* Sends the next messages while the session's unsent output stays below
+ * this; the rest follow as the socket takes it. Many recipients of a large
+ * body would otherwise overrun EPODE_LIMIT_OUTPUT_BYTES (8 MiB by default). */
+#define OUTPUT_HIGH_WATER (1024u * 1024u)
+/* How often to look again while output drains. */
+#define PUMP_PERIOD_MS 5u
+
+/* Sends what fits; closes after the last. Returns 1 while more remain. */
+static int pump(app_client *cl, send_ctx *sc) {
   epode_session *s = app_client_session(cl);
-  for (int i = 0; i < sc->n_to; i++) {
+  if (app_client_closing(cl)) return 0;
+  while (sc->sent < sc->n_to) {
+    if (sc->sent > 0 && epode_session_output_len(s) > OUTPUT_HIGH_WATER) return 1;
+    const char *to = sc->to[sc->sent];
     epode_stanza *msg = NULL;
     char id[32];
     /* An id lets the sender match a bounce (type='error') to its message. */
     epode_err err = epode_session_new_id(s, id, sizeof id);
-    if (!err) err = epode_message_new(&msg, NULL, sc->type, sc->to[i], sc->body);
+    if (!err) err = epode_message_new(&msg, NULL, sc->type, to, sc->body);
     if (!err) err = epode_stanza_set_attr(msg, "id", id);
     if (!err) err = epode_session_send(s, msg);
     epode_stanza_free(msg);
     if (err) {
-      app_err("sending to %s: %s", sc->to[i], epode_strerror(err));
+      app_err("sending to %s: %s", to, epode_strerror(err));
       app_client_close(cl, app_exit_for_err(err) ? app_exit_for_err(err) : APP_EXIT_ERROR);
-      return;
+      return 0;
     }
     sc->sent++;
   }
   /* The messages are queued ahead of </stream:stream>: closing now sends
    * them first, and the server's </stream:stream> confirms it read them. */
   app_client_close(cl, APP_EXIT_OK);
+  return 0;
+}
+
+static int on_pump_timer(epode_loop *loop, void *ud) {
+  send_ctx *sc = ud;
+  return pump(sc->cl, sc);
+}
+
+static void on_ready(app_client *cl, const char *jid, void *ud) {
+  send_ctx *sc = ud;
+  sc->cl = cl;
+  if (!pump(cl, sc)) return;
+  epode_err err = epode_loop_timer_start(app_client_loop(cl), NULL, PUMP_PERIOD_MS,
+                                         PUMP_PERIOD_MS, on_pump_timer, sc);
+  if (err) {
+    app_err("starting the send timer: %s", epode_strerror(err));
+    app_client_close(cl, APP_EXIT_ERROR);
+  }
 }
 
 static void on_signal(app_client *cl, int signo, void *ud) {

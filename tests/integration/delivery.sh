@@ -142,6 +142,40 @@ else
   fail two_listeners "bob's or carol's listener did not get ready" "$BOB_ERR" "$CAROL_ERR"
 fi
 
+# --- a 200 kB body to 12 JIDs at once (2.4 MB: sent as the socket drains) -------
+"$PY" -c '
+import random, string, sys
+r = random.Random(7)
+sys.stdout.write("".join(r.choice(string.ascii_letters + "<&>\"'"'"' ") for _ in range(200000)))' \
+  >"$WORK/big"
+bg_epode big_bob "${BOB[@]}" -- listen "${SRV[@]}" --json --count 1 --timeout 15
+BOB_PID=$BG_PID BOB_OUT=$BG_OUT BOB_ERR=$BG_ERR
+bg_epode big_carol "${CAROL[@]}" -- listen "${SRV[@]}" --json --count 1 --timeout 15
+CAROL_PID=$BG_PID CAROL_OUT=$BG_OUT CAROL_ERR=$BG_ERR
+if wait_for "$BOB_ERR" "listening as" 10 "$BOB_PID" &&
+  wait_for "$CAROL_ERR" "listening as" 10 "$CAROL_PID"; then
+  STDIN=$WORK/big run_epode send_big_many "${ALICE[@]}" -- send "${SRV[@]}" "$BOB_JID" \
+    nobody{0,1,2,3,4}@localhost "$CAROL_JID" nobody{5,6,7,8,9}@localhost
+  expect send_big_many 0
+  for who in bob carol; do
+    if [ $who = bob ]; then pid=$BOB_PID out=$BOB_OUT err=$BOB_ERR; else
+      pid=$CAROL_PID out=$CAROL_OUT err=$CAROL_ERR; fi
+    wait_rc "$pid"
+    if [ "$RC" = 0 ] && "$PY" -c '
+import json, sys
+m = json.loads(open(sys.argv[1], encoding="utf-8").read())
+sys.exit(0 if m["body"] == open(sys.argv[2], encoding="utf-8").read() else 1)' "$out" "$WORK/big"
+    then pass "big_many_$who"; else fail "big_many_$who" "exit $RC or body differs" "$err"; fi
+  done
+else
+  fail big_listeners "bob's or carol's listener did not get ready" "$BOB_ERR" "$CAROL_ERR"
+fi
+
+# --- over the server's stanza size limit (Prosody: 256 KiB): its stream error ----
+"$PY" -c 'import sys; sys.stdout.write("x" * 300000)' >"$WORK/too-big"
+STDIN=$WORK/too-big run_epode send_too_big "${ALICE[@]}" -- send "${SRV[@]}" "$BOB_JID"
+expect send_too_big 7 "stream error received from the server \((policy-violation|not-allowed|resource-constraint)\)"
+
 # --- bodies that must be refused before connecting ---------------------------------
 printf 'bad \xff\xfe utf-8' >"$WORK/bad-utf8"
 STDIN=$WORK/bad-utf8 run_epode reject_bad_utf8 "${ALICE[@]}" -- send "${SRV[@]}" "$BOB_JID"
