@@ -29,7 +29,7 @@ start_fake() {
     "${FAKE_ARGS[@]}" >"$portfile" 2>"$WORK/fake-$1.err" &
   FAKE_PID=$!
   BG_PIDS+=("$FAKE_PID")
-  for i in $(seq 1 100); do
+  for _ in $(seq 1 100); do
     FAKE_PORT=$(head -n 1 "$portfile")
     [ -n "$FAKE_PORT" ] && return 0
     kill -0 "$FAKE_PID" 2>/dev/null || break

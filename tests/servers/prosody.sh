@@ -284,7 +284,7 @@ stop_pid() { # PID CFG
   kill -TERM "$pid" 2>/dev/null || return 0
   # Wait for the process itself to go (its cmdline empties while it exits,
   # before its ports are released, so is_our_prosody is not the test here).
-  for i in $(seq 1 100); do # 5 s for a clean shutdown
+  for _ in $(seq 1 100); do # 5 s for a clean shutdown
     [ -d "/proc/$pid" ] || return 0
     # A zombie child of ours counts as gone.
     [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ] || return 0
