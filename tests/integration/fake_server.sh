@@ -22,7 +22,7 @@ FAKE_ARGS=()
 # start_fake NAME SCENARIO: starts the fake server with FAKE_ARGS; sets
 # FAKE_PORT, FAKE_PID and FAKE_LOG (its transcript).
 start_fake() {
-  local sc=$2 portfile=$WORK/fake-$1.port i
+  local sc=$2 portfile=$WORK/fake-$1.port
   FAKE_LOG=$WORK/fake-$1.log
   : >"$portfile"
   "$PY" "$FAKE" --port 0 --scenario "$sc" --idle 15 --log "$FAKE_LOG" \

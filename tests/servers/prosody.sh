@@ -279,7 +279,7 @@ is_our_prosody() { # PID CFG
 }
 
 stop_pid() { # PID CFG
-  local pid=$1 cfg=$2 i
+  local pid=$1 cfg=$2
   is_our_prosody "$pid" "$cfg" || return 0
   kill -TERM "$pid" 2>/dev/null || return 0
   # Wait for the process itself to go (its cmdline empties while it exits,
