@@ -239,6 +239,22 @@ cmd_start() {
     exit 1
   fi
 
+  # Ready, but is it *our* server on both ports? (Prosody keeps running when
+  # a port is taken, so something that grabbed one since ss looked could
+  # have answered the probe.)
+  local port
+  for port in "$c2s" "$tls"; do
+    if ! ss -Htlnp "sport = :$port" 2>/dev/null | grep -q "pid=$pid,"; then
+      echo "prosody.sh: port $port is not held by Prosody $pid:" >&2
+      ss -Htlnp "sport = :$port" >&2 || true
+      tail -n 20 "$dir/prosody.log" >&2 2>/dev/null || true
+      stop_pid "$pid" "$cfg" || true
+      rm -f "$dir/server.pid"
+      trap - EXIT
+      exit 1
+    fi
+  done
+
   {
     printf 'PROSODY_PID=%q\n' "$pid"
     printf 'PROSODY_DIR=%q\n' "$dir"
