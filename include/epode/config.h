@@ -93,6 +93,10 @@ epode_err epode_config_set_resource(epode_config *cfg, const char *resource);
 epode_err epode_config_set_server(epode_config *cfg, const char *host, uint16_t port);
 epode_err epode_config_set_tls_mode(epode_config *cfg, epode_tls_mode mode);
 epode_tls_mode epode_config_tls_mode(const epode_config *cfg);
+/* TLS protocol versions to allow: 0x0303 (TLS 1.2) or 0x0304 (TLS 1.3);
+ * 0 keeps the default (min TLS 1.2, max the newest). EPODE_ERR_INVAL for
+ * anything older than TLS 1.2 or min > max. */
+epode_err epode_config_set_tls_versions(epode_config *cfg, int min_version, int max_version);
 /* PEM file of trusted CAs, used instead of the system store. */
 epode_err epode_config_set_cafile(epode_config *cfg, const char *path);
 epode_err epode_config_set_flags(epode_config *cfg, unsigned flags);

@@ -99,6 +99,8 @@ epode_err epode_config_clone(epode_config **out, const epode_config *src) {
     }
   }
   c->server_port = src->server_port;
+  c->tls_min = src->tls_min;
+  c->tls_max = src->tls_max;
   c->tls_mode = src->tls_mode;
   c->flags = src->flags;
   memcpy(c->limits, src->limits, sizeof c->limits);
@@ -166,6 +168,16 @@ epode_err epode_config_set_tls_mode(epode_config *c, epode_tls_mode m) {
 }
 
 epode_tls_mode epode_config_tls_mode(const epode_config *c) { return c->tls_mode; }
+
+epode_err epode_config_set_tls_versions(epode_config *c, int min, int max) {
+  if (!c) return EPODE_ERR_INVAL;
+  if ((min && min != 0x0303 && min != 0x0304) || (max && max != 0x0303 && max != 0x0304) ||
+      (min && max && min > max))
+    return EPODE_ERR_INVAL;
+  c->tls_min = min;
+  c->tls_max = max;
+  return EPODE_OK;
+}
 
 epode_err epode_config_set_cafile(epode_config *c, const char *path) {
   if (!c) return EPODE_ERR_INVAL;

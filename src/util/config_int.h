@@ -21,6 +21,7 @@ struct epode_config {
   char *server_host; /* NULL: resolve the JID's domain */
   uint16_t server_port;
   char *cafile;
+  int tls_min, tls_max; /* 0x0303 / 0x0304, 0 = default */
   epode_tls_mode tls_mode;
   unsigned flags;
   uint64_t limits[EPODE_LIMIT_COUNT_];
