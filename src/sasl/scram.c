@@ -3,6 +3,7 @@
  *
  *   start()   -> client-first  gs2-header "n=" user ",r=" cnonce
  *   step(1)   <- server-first  "r=" cnonce+snonce ",s=" salt ",i=" count
+ *                              [",h=" b64(H(offer))]  (XEP-0474)
  *             -> client-final  "c=" b64(gs2-header + cb) ",r=" nonce ",p=" proof
  *   step(2)?  <- server-final  "v=" signature, when a server sends it as a
  *             -> ""            challenge (then <success/> is empty)
@@ -11,10 +12,30 @@
  * The server's parse is strict: every malformed or hostile message fails
  * the exchange with a message saying exactly what was wrong. Both HMACs over
  * the AuthMessage are computed in step(1), incrementally over the pieces,
- * so the server-first message is never copied and no key outlives step(1):
- * only the expected ServerSignature is kept. */
+ * so the server-first message is never copied. After step(1) the state
+ * holds the expected ServerSignature and, for p->scram_keys_out, the
+ * derived keys, which are handed over only once the server has proved
+ * itself (so a fake server never gets its salt recorded) and are wiped
+ * otherwise.
+ *
+ * Cached keys (p->scram_keys, as Strophe.js/Converse keep them): when the
+ * hash, salt and iteration count match the server's, the proof is made
+ * from ClientKey/ServerKey directly (StoredKey = H(ClientKey)), without the
+ * password and without PBKDF2.
+ *
+ * XEP-0474 (SSDP, version 0.5.0): the server may add "h=" to server-first,
+ * the base64 of H(S) with H the mechanism's hash and
+ *   S = sort(mechanisms offered) joined by 0x1E
+ *       [ 0x1F sort(XEP-0440 channel-binding types) joined by 0x1E ]
+ * (sorting by octets, RFC 4790 i;octet; the 0x1F part only when the server
+ * used XEP-0440). We compute the same from p->server_mechs and
+ * p->server_cb_types at start() and fail on a mismatch; without h= (a
+ * server that does not implement it) or without p->server_mechs (we cannot
+ * compute it) there is nothing to check. The older "d=" form (0.3.x, with
+ * ',' and '|' as delimiters) is not interpreted. */
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/core_names.h>
@@ -23,20 +44,22 @@
 #include <openssl/params.h>
 #include <openssl/rand.h>
 
+#include "epode/sasl.h"
 #include "epode_limits.h"
 #include "sasl/sasl_int.h"
 #include "util/alloc.h"
 #include "util/base64_int.h"
 
 typedef struct scram_alg {
-  const char *md_name; /* for the EVP_MAC "digest" parameter */
+  const char *md_name;   /* for the EVP_MAC "digest" parameter */
+  const char *hash_name; /* as in epode_scram_keys.hash */
   const EVP_MD *(*md)(void);
   size_t len; /* digest length */
 } scram_alg;
 
-static const scram_alg alg_sha1 = {"SHA1", EVP_sha1, 20};
-static const scram_alg alg_sha256 = {"SHA256", EVP_sha256, 32};
-static const scram_alg alg_sha512 = {"SHA512", EVP_sha512, 64};
+static const scram_alg alg_sha1 = {"SHA1", "SHA-1", EVP_sha1, 20};
+static const scram_alg alg_sha256 = {"SHA256", "SHA-256", EVP_sha256, 32};
+static const scram_alg alg_sha512 = {"SHA512", "SHA-512", EVP_sha512, 64};
 
 /* PKCS5_PBKDF2_HMAC takes an int: INT_MAX. */
 #define ITER_HARD_MAX 0x7FFFFFFFu
@@ -57,15 +80,41 @@ typedef struct scram {
   const scram_alg *alg;
   enum scram_st st;
   uint64_t iter_min, iter_max;
-  char *password;   /* SASLprepped; wiped and freed once the proof is made */
+  char *password;   /* SASLprepped, or NULL; wiped and freed once the proof is made */
   char *first_bare; /* "n=" user ",r=" cnonce */
   size_t first_bare_len;
   size_t nonce_len;     /* the client nonce ends first_bare */
   unsigned char *cbind; /* gs2 header + channel-binding data: c= decoded */
   size_t cbind_len;
   unsigned char server_sig[EVP_MAX_MD_SIZE];
+  /* p->scram_keys, copied at start (the params need not outlive start());
+   * wiped once server-first has been handled. */
+  epode_scram_keys cached;
+  int have_cached;
+  /* The keys of this exchange, for keys_out once the server proved itself. */
+  epode_scram_keys derived;
+  int have_derived;
+  epode_scram_keys *keys_out; /* p->scram_keys_out: written by success(), so it must
+                               * outlive the exchange (the session's does) */
+  /* XEP-0474: the hash we expect in h=, if we could compute it, and what
+   * it covered (sanitized, for the error message). */
+  int ssdp_known;
+  unsigned char ssdp[EVP_MAX_MD_SIZE];
+  char ssdp_offer[96];
   char err[EPODE__SASL_ERRMSG_SIZE];
 } scram;
+
+/* Forgets every secret the state holds (password, keys, signature). */
+static void wipe_secrets(scram *s) {
+  if (s->password) {
+    epode__free_secret(s->mem, s->password);
+    s->password = NULL;
+  }
+  epode__wipe(s->server_sig, sizeof s->server_sig);
+  epode__wipe(&s->cached, sizeof s->cached);
+  epode__wipe(&s->derived, sizeof s->derived);
+  s->have_cached = s->have_derived = 0;
+}
 
 static epode_err fail(scram *s, epode_err e, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -75,11 +124,7 @@ static epode_err fail(scram *s, epode_err e, const char *fmt, ...) {
   vsnprintf(s->err, sizeof s->err, fmt, ap);
   va_end(ap);
   s->st = S_FAILED;
-  if (s->password) {
-    epode__free_secret(s->mem, s->password);
-    s->password = NULL;
-  }
-  epode__wipe(s->server_sig, sizeof s->server_sig);
+  wipe_secrets(s);
   return e;
 }
 
@@ -169,6 +214,92 @@ static epode_err prep(scram *s, const char *in, const char *what, char **out) {
   return EPODE_OK;
 }
 
+/* The key length of the hash called `name` ("SHA-1", ...), or 0. */
+static size_t hash_key_len(const char *name, size_t size) {
+  if (!memchr(name, '\0', size)) return 0;
+  if (!strcmp(name, "SHA-1")) return 20;
+  if (!strcmp(name, "SHA-256")) return 32;
+  if (!strcmp(name, "SHA-512")) return 64;
+  return 0;
+}
+
+/* ------------------------------------------------------------ XEP-0474 */
+
+static int cmp_octets(const void *a, const void *b) {
+  /* strcmp compares as unsigned char: RFC 4790 i;octet. */
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Appends `str` to the summary d (size dsz), printable ASCII only; ends in
+ * "..." once it no longer fits. */
+static void summary_add(char *d, size_t dsz, const char *str) {
+  size_t j = strlen(d);
+  for (; *str && j < dsz - 1; str++) {
+    if (j == dsz - 4) {
+      memcpy(d + j, "...", 3);
+      j = dsz - 1;
+      break;
+    }
+    unsigned char c = (unsigned char)*str;
+    d[j++] = c >= 0x20 && c < 0x7F ? (char)c : '?';
+  }
+  d[j] = '\0';
+}
+
+static int digest_list(EVP_MD_CTX *ctx, const char **v, size_t n, char *sum, size_t sumsz) {
+  int ok = 1;
+  for (size_t i = 0; ok && i < n; i++) {
+    if (i) ok = EVP_DigestUpdate(ctx, "\x1e", 1);
+    ok = ok && EVP_DigestUpdate(ctx, v[i], strlen(v[i]));
+    summary_add(sum, sumsz, i ? "," : "");
+    summary_add(sum, sumsz, v[i]);
+  }
+  if (!n) summary_add(sum, sumsz, "none");
+  return ok;
+}
+
+/* Computes what the server's h= must be, from the offer as we saw it. */
+static epode_err ssdp_prepare(scram *s, const epode__sasl_params *p) {
+  if (!p->server_mechs) return EPODE_OK; /* unknown: nothing to compare h= with */
+  const char *const *cbt = p->server_cb_types;
+  size_t nm = 0, nc = 0;
+  while (p->server_mechs[nm])
+    nm++;
+  while (cbt && cbt[nc])
+    nc++;
+  const char **v = NULL;
+  if (nm + nc) {
+    if (nm + nc > SIZE_MAX / sizeof *v || !(v = epode__alloc(s->mem, (nm + nc) * sizeof *v)))
+      return fail(s, EPODE_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < nm; i++)
+      v[i] = p->server_mechs[i];
+    for (size_t i = 0; i < nc; i++)
+      v[nm + i] = cbt[i];
+    qsort(v, nm, sizeof *v, cmp_octets);
+    qsort(v + nm, nc, sizeof *v, cmp_octets);
+  }
+  char *sum = s->ssdp_offer;
+  sum[0] = '\0';
+  summary_add(sum, sizeof s->ssdp_offer, "mechanisms ");
+  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+  int ok = ctx && EVP_DigestInit_ex(ctx, s->alg->md(), NULL) == 1;
+  ok = ok && digest_list(ctx, v, nm, sum, sizeof s->ssdp_offer);
+  if (cbt) {
+    summary_add(sum, sizeof s->ssdp_offer, "; channel-binding types ");
+    ok = ok && EVP_DigestUpdate(ctx, "\x1f", 1);
+    ok = ok && digest_list(ctx, v + nm, nc, sum, sizeof s->ssdp_offer);
+  } else {
+    summary_add(sum, sizeof s->ssdp_offer, "; no channel-binding list");
+  }
+  unsigned int dl = 0;
+  ok = ok && EVP_DigestFinal_ex(ctx, s->ssdp, &dl) == 1 && dl == s->alg->len;
+  EVP_MD_CTX_free(ctx);
+  epode__free(s->mem, v);
+  if (!ok) return fail(s, EPODE_ERR_NOMEM, "the crypto library failed (digest)");
+  s->ssdp_known = 1;
+  return EPODE_OK;
+}
+
 static epode_err scram_start_common(const scram_alg *alg, int plus, void **state,
                                     const epode__sasl_params *p, const char *test_nonce,
                                     epode__buf *out, int *has_initial) {
@@ -185,7 +316,25 @@ static epode_err scram_start_common(const scram_alg *alg, int plus, void **state
   *state = s;
 
   if (!p->authcid) return fail(s, EPODE_ERR_INVAL, "no username configured");
-  if (!p->password) return fail(s, EPODE_ERR_INVAL, "no password configured");
+  if (!p->password && !p->scram_keys)
+    return fail(s, EPODE_ERR_INVAL, "no password configured (nor cached SCRAM keys)");
+  /* With cached keys an empty password means "none": whether it is needed
+   * is known only once the server's salt and iteration count arrive. */
+  int have_password = p->password && (*p->password || !p->scram_keys);
+  if (p->scram_keys) {
+    const epode_scram_keys *k = p->scram_keys;
+    size_t kl = hash_key_len(k->hash, sizeof k->hash);
+    if (!kl || k->key_len != kl || !k->salt_len || k->salt_len > EPODE_SCRAM_MAX_SALT ||
+        !k->iterations)
+      return fail(s, EPODE_ERR_INVAL,
+                  "the cached SCRAM keys are malformed (unknown hash, key length, empty or "
+                  "oversized salt, or zero iterations)");
+    memcpy(&s->cached, k, sizeof s->cached);
+    s->have_cached = 1;
+  }
+  s->keys_out = p->scram_keys_out;
+  epode_err e = ssdp_prepare(s, p);
+  if (e) return e;
 
   /* The gs2 header: "p=<type>" for -PLUS; "y" when we could bind but the
    * server offered no -PLUS (so a downgrade-stripped -PLUS offer is caught
@@ -226,8 +375,8 @@ static epode_err scram_start_common(const scram_alg *alg, int plus, void **state
   }
 
   char *user = NULL;
-  epode_err e = prep(s, p->authcid, "username", &user);
-  if (!e) e = prep(s, p->password, "password", &s->password);
+  e = prep(s, p->authcid, "username", &user);
+  if (!e && have_password) e = prep(s, p->password, "password", &s->password);
 
   /* gs2 header, then client-first-bare, assembled in one buffer. */
   epode__buf b;
@@ -297,6 +446,61 @@ static int extensions_ok(const unsigned char *in, size_t i, size_t len) {
   return 1;
 }
 
+/* Counts the extensions named `name` in in[i..len) (already checked by
+ * extensions_ok); the value of the last one found is in[*v0..*v1). */
+static int ext_find(const unsigned char *in, size_t i, size_t len, unsigned char name, size_t *v0,
+                    size_t *v1) {
+  int n = 0;
+  while (i < len) {
+    size_t e = value_end(in, i + 3, len);
+    if (in[i + 1] == name) {
+      *v0 = i + 3;
+      *v1 = e;
+      n++;
+    }
+    i = e;
+  }
+  return n;
+}
+
+/* XEP-0474: h= must be the hash of the offer we saw. A mismatch means the
+ * mechanism or channel-binding list was changed on the way (or the server
+ * hashes something else than it advertised); either way the spec says the
+ * client MUST fail. */
+static epode_err ssdp_check(scram *s, const unsigned char *h, size_t n) {
+  const scram_alg *a = s->alg;
+  int ok;
+  unsigned char got[EVP_MAX_MD_SIZE + 3];
+  size_t got_len = 0;
+  if (n != epode__base64_enc_len(a->len, &ok) ||
+      epode__base64_dec((const char *)h, n, got, &got_len) || got_len != a->len)
+    return fail(s, EPODE_ERR_SASL_PROTOCOL,
+                "downgrade detected (XEP-0474): the server's h= is not a base64 %s hash",
+                a->hash_name);
+  if (CRYPTO_memcmp(got, s->ssdp, a->len) != 0)
+    return fail(s, EPODE_ERR_SASL_PROTOCOL,
+                "downgrade detected (XEP-0474): the server's h= does not match the offer we "
+                "received (%s); altered in transit, or the server hashes another list",
+                s->ssdp_offer);
+  return EPODE_OK;
+}
+
+/* Cached keys that do not fit and no password to fall back on. */
+static epode_err keys_mismatch(scram *s, int same_salt, uint64_t iter,
+                               const unsigned char *salt_b64, size_t salt_b64_len) {
+  const epode_scram_keys *k = &s->cached;
+  char salt[40];
+  if (salt_b64_len < 32)
+    snprintf(salt, sizeof salt, "salt %.*s", (int)salt_b64_len, (const char *)salt_b64);
+  else
+    snprintf(salt, sizeof salt, "a %zu-character salt", salt_b64_len);
+  return fail(s, EPODE_ERR_AUTH,
+              "cached SCRAM keys are for %s with %lu iterations and %s salt; the server now uses "
+              "%s with %llu iterations and %s; a password is needed",
+              k->hash, (unsigned long)k->iterations, same_salt ? "the same" : "another",
+              s->alg->hash_name, (unsigned long long)iter, same_salt ? "the same salt" : salt);
+}
+
 static epode_err server_first(scram *s, const unsigned char *in, size_t len, epode__buf *out) {
   const scram_alg *a = s->alg;
   if (len == 0) return fail(s, EPODE_ERR_SASL_PROTOCOL, "empty server-first message");
@@ -352,6 +556,13 @@ static epode_err server_first(scram *s, const unsigned char *in, size_t len, epo
                 (unsigned long long)(s->iter_max < ITER_HARD_MAX ? s->iter_max : ITER_HARD_MAX));
   if (!extensions_ok(in, i1, len))
     return fail(s, EPODE_ERR_SASL_PROTOCOL, "malformed data after i= in server-first");
+  size_t h0 = 0, h1 = 0;
+  int nh = ext_find(in, i1, len, 'h', &h0, &h1);
+  if (nh > 1) return fail(s, EPODE_ERR_SASL_PROTOCOL, "server-first has more than one h=");
+  if (nh == 1 && s->ssdp_known) {
+    epode_err e = ssdp_check(s, in + h0, h1 - h0);
+    if (e) return e;
+  }
 
   unsigned char *salt = epode__alloc(s->mem, (s1 - s0) / 4 * 3);
   if (!salt) return fail(s, EPODE_ERR_NOMEM, "out of memory");
@@ -363,6 +574,18 @@ static epode_err server_first(scram *s, const unsigned char *in, size_t len, epo
   if (salt_len == 0) { /* cannot happen for a non-empty value; keep the invariant local */
     epode__free(s->mem, salt);
     return fail(s, EPODE_ERR_SASL_PROTOCOL, "server sent an empty salt");
+  }
+
+  /* Cached keys, if they are for exactly this hash, salt and count. */
+  const epode_scram_keys *k = &s->cached;
+  int same_hash = s->have_cached && !strcmp(k->hash, a->hash_name) && k->key_len == a->len;
+  int same_salt =
+      s->have_cached && k->salt_len == salt_len && CRYPTO_memcmp(k->salt, salt, salt_len) == 0;
+  int same_iter = s->have_cached && k->iterations == iter;
+  int use_cache = same_hash && same_salt && same_iter;
+  if (!use_cache && !s->password) {
+    epode__free(s->mem, salt);
+    return keys_mismatch(s, same_salt, iter, in + s0, s1 - s0);
   }
 
   /* client-final-message-without-proof, straight into out. */
@@ -377,11 +600,30 @@ static epode_err server_first(scram *s, const unsigned char *in, size_t len, epo
   unsigned char stored[EVP_MAX_MD_SIZE], csig[EVP_MAX_MD_SIZE];
   int ok = 1;
   if (!e) {
-    /* SaltedPassword := Hi(password, salt, i): PBKDF2 with HMAC-H. */
-    ok = PKCS5_PBKDF2_HMAC(s->password, (int)strlen(s->password), salt, (int)salt_len, (int)iter,
-                           a->md(), (int)a->len, salted) == 1;
-    piece ck = {"Client Key", 10}, sk = {"Server Key", 10};
-    ok = ok && hmac(a, salted, a->len, &ck, 1, ckey) && hmac(a, salted, a->len, &sk, 1, skey);
+    if (use_cache) {
+      memcpy(ckey, k->client_key, a->len);
+      memcpy(skey, k->server_key, a->len);
+    } else {
+      /* SaltedPassword := Hi(password, salt, i): PBKDF2 with HMAC-H. */
+      ok = PKCS5_PBKDF2_HMAC(s->password, (int)strlen(s->password), salt, (int)salt_len, (int)iter,
+                             a->md(), (int)a->len, salted) == 1;
+      piece ck = {"Client Key", 10}, sk = {"Server Key", 10};
+      ok = ok && hmac(a, salted, a->len, &ck, 1, ckey) && hmac(a, salted, a->len, &sk, 1, skey);
+    }
+    /* Kept for keys_out until the server has proved itself. A salt too
+     * long for the public struct cannot be cached: keys_out stays empty. */
+    if (ok && s->keys_out && salt_len <= EPODE_SCRAM_MAX_SALT) {
+      epode_scram_keys *d = &s->derived;
+      memset(d, 0, sizeof *d);
+      memcpy(d->hash, a->hash_name, strlen(a->hash_name) + 1);
+      memcpy(d->salt, salt, salt_len);
+      d->salt_len = salt_len;
+      d->iterations = (uint32_t)iter;
+      memcpy(d->client_key, ckey, a->len);
+      memcpy(d->server_key, skey, a->len);
+      d->key_len = a->len;
+      s->have_derived = 1;
+    }
     unsigned int sl = 0;
     ok = ok && EVP_Digest(ckey, a->len, stored, &sl, a->md(), NULL) == 1 && sl == a->len;
     /* AuthMessage := client-first-bare "," server-first "," client-final-
@@ -393,8 +635,8 @@ static epode_err server_first(scram *s, const unsigned char *in, size_t len, epo
                    {out->data + start, wo_proof_end - start}};
     ok = ok && hmac(a, stored, a->len, am, 5, csig) && hmac(a, skey, a->len, am, 5, s->server_sig);
     if (ok) {
-      for (size_t k = 0; k < a->len; k++)
-        ckey[k] ^= csig[k]; /* ClientProof */
+      for (size_t j = 0; j < a->len; j++)
+        ckey[j] ^= csig[j]; /* ClientProof */
       e = epode__buf_append(out, ",p=", 3);
       if (!e) e = epode__base64_enc_buf(out, ckey, a->len);
     }
@@ -407,6 +649,8 @@ static epode_err server_first(scram *s, const unsigned char *in, size_t len, epo
   epode__free(s->mem, salt);
   epode__free_secret(s->mem, s->password);
   s->password = NULL;
+  epode__wipe(&s->cached, sizeof s->cached);
+  s->have_cached = 0;
   if (e || !ok) {
     out->len = start;
     if (out->data) out->data[start] = '\0';
@@ -504,8 +748,13 @@ static epode_err scram_success(void *state, const unsigned char *in, size_t in_l
   case S_DONE: return fail(s, EPODE_ERR_SASL_PROTOCOL, "success after the exchange completed");
   default: return fail(s, EPODE_ERR_SASL_PROTOCOL, "success after the exchange failed");
   }
-  if (!e) s->st = S_DONE;
-  return e;
+  if (e) return e;
+  s->st = S_DONE;
+  /* The server knows the keys: now they may be recorded. */
+  if (s->have_derived && s->keys_out) memcpy(s->keys_out, &s->derived, sizeof *s->keys_out);
+  epode__wipe(&s->derived, sizeof s->derived);
+  s->have_derived = 0;
+  return EPODE_OK;
 }
 
 static void scram_free(void *state) {
