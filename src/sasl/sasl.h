@@ -57,7 +57,7 @@ typedef struct epode__sasl_params {
   struct epode_scram_keys *scram_keys_out;
   /* XEP-0474 (SSDP): the mechanisms the server offered, in the order it
    * offered them, NULL-terminated (NULL if unknown). With
-   * server_cb_types (XEP-0440) they are what a server's d= hash covers. */
+   * server_cb_types (XEP-0440) they are what a server's h= hash covers. */
   const char *const *server_mechs;
 } epode__sasl_params;
 

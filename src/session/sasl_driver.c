@@ -13,18 +13,24 @@
 #include "session/session_int.h"
 #include "util/alloc.h"
 
-static void read_cb_types(epode_session *s, const epode_stanza *features, int *given) {
+static void read_cb_types(epode_session *s, const epode_stanza *features, int *given,
+                          int *complete) {
   size_t n = 0;
   *given = 0;
+  *complete = 1;
   /* XEP-0440: <sasl-channel-binding xmlns='urn:xmpp:sasl-cb:0'>. */
   epode_stanza *cb =
       epode_stanza_find_child(features, "sasl-channel-binding", "urn:xmpp:sasl-cb:0");
   if (cb) {
     *given = 1;
-    for (epode_stanza *c = epode_stanza_find_child(cb, "channel-binding", NULL); c && n < 8;
+    for (epode_stanza *c = epode_stanza_find_child(cb, "channel-binding", NULL); c;
          c = epode_stanza_find_next(c, "channel-binding", NULL)) {
       const char *t = epode_stanza_get_attr(c, "type");
-      if (!t || strlen(t) >= sizeof s->cb_types_buf[n]) continue;
+      if (!t) continue;
+      if (strlen(t) >= sizeof s->cb_types_buf[n] || n == 8) {
+        *complete = 0; /* cannot be hashed as the server did (XEP-0474) */
+        continue;
+      }
       strcpy(s->cb_types_buf[n], t);
       s->cb_types[n] = s->cb_types_buf[n];
       n++;
@@ -35,7 +41,8 @@ static void read_cb_types(epode_session *s, const epode_stanza *features, int *g
 
 /* The parameters every mechanism sees; they point into the session, which
  * outlives the exchange. */
-static void fill_params(epode_session *s, epode__sasl_params *p, int cb_given, int offers_plus) {
+static void fill_params(epode_session *s, epode__sasl_params *p, int cb_given, int offers_plus,
+                        int lists_complete) {
   memset(&s->sasl_tls, 0, sizeof s->sasl_tls);
   s->sasl_tls.version = s->tls_version;
   s->sasl_tls.tls_unique = s->cb_unique_len ? s->cb_unique : NULL;
@@ -63,7 +70,9 @@ static void fill_params(epode_session *s, epode__sasl_params *p, int cb_given, i
   p->scram_keys = s->cfg->scram_keys;
   memset(&s->scram_derived, 0, sizeof s->scram_derived);
   p->scram_keys_out = &s->scram_derived;
-  p->server_mechs = s->mech_names;
+  /* XEP-0474 needs the lists exactly as offered; if we could not keep them
+   * whole, say "unknown" rather than risk a false downgrade alarm. */
+  p->server_mechs = lists_complete ? s->mech_names : NULL;
 }
 
 /* Why a registered mechanism the server offers is not usable, or NULL. */
@@ -210,9 +219,9 @@ static epode_err start_candidate(epode_session *s) {
 
 epode_err epode__sasl_begin(epode_session *s, const epode_stanza *features,
                             const epode_stanza *mechanisms) {
-  int cb_given, offers_plus = 0;
+  int cb_given, cb_complete, offers_plus = 0, names_complete = 1;
   size_t n_names = 0;
-  read_cb_types(s, features, &cb_given);
+  read_cb_types(s, features, &cb_given, &cb_complete);
   for (epode_stanza *m = epode_stanza_find_child(mechanisms, "mechanism", NULL); m;
        m = epode_stanza_find_next(m, "mechanism", NULL)) {
     const char *name = epode_stanza_text(m);
@@ -222,6 +231,8 @@ epode_err epode__sasl_begin(epode_session *s, const epode_stanza *features,
       memcpy(s->mech_names_buf[n_names], name, nl + 1);
       s->mech_names[n_names] = s->mech_names_buf[n_names];
       n_names++;
+    } else {
+      names_complete = 0;
     }
   }
   s->mech_names[n_names] = NULL;
@@ -229,7 +240,7 @@ epode_err epode__sasl_begin(epode_session *s, const epode_stanza *features,
   epode__sasl_clear(s);
   if (!(s->sasl_ctx = epode__calloc(s->mem, sizeof *s->sasl_ctx)))
     return epode__session_fail(s, EPODE_ERR_NOMEM, NULL, NULL, NULL, "SASL");
-  fill_params(s, &s->sasl_ctx->p, cb_given, offers_plus);
+  fill_params(s, &s->sasl_ctx->p, cb_given, offers_plus, names_complete && cb_complete);
 
   /* Registered mechanisms, best first, kept if offered and usable. */
   epode__sasl_entry all[EPODE__SASL_MAX_ENTRIES];
