@@ -28,6 +28,14 @@ static const struct option shared_longopts[] = {
     {"resource", required_argument, NULL, APP_OPT_RESOURCE},
     {"timeout", required_argument, NULL, APP_OPT_TIMEOUT},
     {"allow-plaintext", no_argument, NULL, APP_OPT_ALLOW_PLAINTEXT},
+    {"mechanisms", required_argument, NULL, APP_OPT_MECHANISMS},
+    {"sasl-fallback", no_argument, NULL, APP_OPT_SASL_FALLBACK},
+    {"authzid", required_argument, NULL, APP_OPT_AUTHZID},
+    {"cert", required_argument, NULL, APP_OPT_CERT},
+    {"key", required_argument, NULL, APP_OPT_KEY},
+    {"pkcs12", required_argument, NULL, APP_OPT_PKCS12},
+    {"oauth-token-cmd", required_argument, NULL, APP_OPT_OAUTH_CMD},
+    {"tls-max", required_argument, NULL, APP_OPT_TLS_MAX},
     {"verbose", no_argument, NULL, 'v'},
     {"help", no_argument, NULL, 'h'},
 };
@@ -58,6 +66,22 @@ void app_print_account_help(FILE *f) {
         "                        a warning is printed every time)\n"
         "  --allow-plaintext     allow a server that offers no TLS (the password then\n"
         "                        crosses the network readable by anyone)\n"
+        "  --tls-max 1.2|1.3     newest TLS version to use (1.2 gives SCRAM -PLUS\n"
+        "                        tls-unique channel binding on servers that bind only\n"
+        "                        on TLS 1.2)\n"
+        "  --mechanisms LIST     SASL mechanisms allowed, comma-separated (default: any;\n"
+        "                        the strongest offered wins: EXTERNAL, SCRAM-*-PLUS,\n"
+        "                        SCRAM-*, OAUTHBEARER, DIGEST-MD5, PLAIN, ANONYMOUS)\n"
+        "  --sasl-fallback       after the server rejects a mechanism, try the next one\n"
+        "                        (default: fail at once and say why)\n"
+        "  --cert FILE           TLS client certificate (PEM) for SASL EXTERNAL: log in\n"
+        "                        with no password (XEP-0178)\n"
+        "  --key FILE            its private key (PEM; default: in the --cert file)\n"
+        "  --pkcs12 FILE         certificate and key from a PKCS#12 file instead (its\n"
+        "                        password from $EPODE_PKCS12_PASSWORD)\n"
+        "  --authzid JID         authorization identity to request\n"
+        "  --oauth-token-cmd CMD run CMD and use the first line as an OAuth 2.0 bearer\n"
+        "                        token for OAUTHBEARER (default: $EPODE_OAUTH_TOKEN)\n"
         "  --resource R          ask the server for this resource\n"
         "  --timeout S           seconds allowed for connecting, TLS, authentication\n"
         "                        and binding (default 30); for listen also how long\n"
@@ -111,6 +135,23 @@ int app_account_option(app_account *a, const char *cmd, int opt, const char *arg
     a->timeout_set = 1;
     return 1;
   case APP_OPT_ALLOW_PLAINTEXT: a->allow_plaintext = 1; return 1;
+  case APP_OPT_MECHANISMS: a->mechanisms = arg; return 1;
+  case APP_OPT_SASL_FALLBACK: a->sasl_fallback = 1; return 1;
+  case APP_OPT_AUTHZID: a->authzid = arg; return 1;
+  case APP_OPT_CERT: a->cert = arg; return 1;
+  case APP_OPT_KEY: a->key = arg; return 1;
+  case APP_OPT_PKCS12: a->pkcs12 = arg; return 1;
+  case APP_OPT_OAUTH_CMD: a->oauth_cmd = arg; return 1;
+  case APP_OPT_TLS_MAX:
+    if (!strcmp(arg, "1.2"))
+      a->tls_max = 0x0303;
+    else if (!strcmp(arg, "1.3"))
+      a->tls_max = 0x0304;
+    else {
+      app_usage_error(cmd, "--tls-max must be '1.2' or '1.3', not '%s'", arg);
+      return -1;
+    }
+    return 1;
   case 'v': a->verbose++; return 1;
   default: return 0;
   }
@@ -231,16 +272,34 @@ int app_account_config(epode_config **out, app_account *a, const char *cmd) {
     return app_usage_error(cmd, "--server wants HOST, HOST:PORT or [IPv6]:PORT, not '%s'",
                            a->server);
 
+  if (a->key && !a->cert) return app_usage_error(cmd, "--key needs --cert");
+  if (a->cert && a->pkcs12) return app_usage_error(cmd, "use --cert or --pkcs12, not both");
+
+  /* A password is needed unless another credential can do without one: a
+   * client certificate (EXTERNAL), a token (OAUTHBEARER), or a JID with no
+   * username (ANONYMOUS). */
+  char *oauth = NULL;
+  if (a->oauth_cmd) {
+    oauth = password_from_cmd(a->oauth_cmd);
+    if (!oauth) return APP_EXIT_ERROR;
+  } else if (getenv("EPODE_OAUTH_TOKEN") && *getenv("EPODE_OAUTH_TOKEN")) {
+    oauth = strdup(getenv("EPODE_OAUTH_TOKEN"));
+  }
+  int other_creds = a->cert || a->pkcs12 || oauth || !strchr(a->jid, '@');
   char *password = NULL;
   if (a->password_cmd) {
     password = password_from_cmd(a->password_cmd);
-    if (!password) return APP_EXIT_ERROR;
+    if (!password) {
+      free(oauth);
+      return APP_EXIT_ERROR;
+    }
   } else {
     const char *env = getenv("EPODE_PASSWORD");
-    if (!env || !*env)
-      return app_usage_error(cmd, "no password: set EPODE_PASSWORD or use --password-cmd CMD");
-    password = strdup(env);
-    if (!password) {
+    if ((!env || !*env) && !other_creds)
+      return app_usage_error(cmd, "no password: set EPODE_PASSWORD or use --password-cmd CMD "
+                                  "(or log in with --cert/--pkcs12 or an OAuth token)");
+    if (env && *env && !(password = strdup(env))) {
+      free(oauth);
       app_err("out of memory");
       return APP_EXIT_ERROR;
     }
@@ -250,9 +309,21 @@ int app_account_config(epode_config **out, app_account *a, const char *cmd) {
   epode_err err = epode_config_new(&cfg, NULL);
   const char *what = "creating the configuration";
   if (!err) what = "the JID", err = epode_config_set_jid(cfg, a->jid);
-  if (!err) what = "the password", err = epode_config_set_password(cfg, password);
-  explicit_bzero(password, strlen(password));
+  if (!err && password) what = "the password", err = epode_config_set_password(cfg, password);
+  if (password) explicit_bzero(password, strlen(password));
   free(password);
+  if (!err && oauth) what = "the OAuth token", err = epode_config_set_oauth_token(cfg, oauth);
+  if (oauth) explicit_bzero(oauth, strlen(oauth));
+  free(oauth);
+  if (!err && a->mechanisms)
+    what = "--mechanisms", err = epode_config_set_mechanisms(cfg, a->mechanisms);
+  if (!err && a->sasl_fallback) what = "--sasl-fallback", err = epode_config_set_sasl_fallback(cfg, 1);
+  if (!err && a->authzid) what = "--authzid", err = epode_config_set_authzid(cfg, a->authzid);
+  if (!err && a->cert) what = "--cert", err = epode_config_set_client_cert(cfg, a->cert, a->key);
+  if (!err && a->pkcs12)
+    what = "--pkcs12",
+    err = epode_config_set_client_pkcs12(cfg, a->pkcs12, getenv("EPODE_PKCS12_PASSWORD"));
+  if (!err && a->tls_max) what = "--tls-max", err = epode_config_set_tls_versions(cfg, 0, a->tls_max);
   if (!err && a->resource) what = "--resource", err = epode_config_set_resource(cfg, a->resource);
   if (!err && a->server) what = "--server", err = epode_config_set_server(cfg, host, port);
   if (!err && a->tls)

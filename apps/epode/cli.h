@@ -60,6 +60,13 @@ typedef struct app_account {
   int verbose;              /* -v count */
   uint32_t timeout_ms;      /* --timeout, 0 if not given */
   int timeout_set;
+  const char *mechanisms;   /* --mechanisms LIST */
+  int sasl_fallback;        /* --sasl-fallback */
+  const char *authzid;      /* --authzid JID */
+  const char *cert, *key;   /* --cert FILE, --key FILE */
+  const char *pkcs12;       /* --pkcs12 FILE */
+  const char *oauth_cmd;    /* --oauth-token-cmd CMD */
+  int tls_max;              /* --tls-max: 0x0303 / 0x0304, 0 = default */
 } app_account;
 
 /* Long-option ids for the shared options (getopt_long `val`s). Commands use
@@ -74,6 +81,14 @@ enum {
   APP_OPT_RESOURCE,
   APP_OPT_TIMEOUT,
   APP_OPT_ALLOW_PLAINTEXT,
+  APP_OPT_MECHANISMS,
+  APP_OPT_SASL_FALLBACK,
+  APP_OPT_AUTHZID,
+  APP_OPT_CERT,
+  APP_OPT_KEY,
+  APP_OPT_PKCS12,
+  APP_OPT_OAUTH_CMD,
+  APP_OPT_TLS_MAX,
   APP_OPT_HELP,
   APP_OPT_COMMAND_BASE = 0x200
 };
