@@ -21,6 +21,9 @@ Stages:
   tls       TLS from the first byte (direct TLS) with --cert/--key, then
             behave like "ready" (for certificate tests)
   auth      offer SASL PLAIN (no STARTTLS), answer <auth/> with the payload
+  xfoo      offer the joke mechanism X-FOO of examples/custom_mechanism.c
+            (and PLAIN): expect "foo:PASSWORD", challenge "bar?", expect
+            "baz", then <success/> with the payload as its data, bind
   ready     offer SASL PLAIN (no STARTTLS), accept any <auth/> with
             <success/>, restart, offer bind, answer the bind request with a
             JID, wait for the client's first stanza (or 0.3 s), then send the
@@ -107,6 +110,9 @@ SCENARIOS = {
     "tls": ("tls", message("hello over TLS"), "end",
             "direct TLS with --cert/--key, then one message"),
     "silent": ("silent", None, "hold", "accepts the connection and never answers"),
+    "x-foo": ("xfoo", b"ok", "end", "the X-FOO exchange, the server proves itself"),
+    "x-foo-imposter": ("xfoo", b"whatever", "hold",
+                       "the X-FOO exchange, but the server cannot prove itself"),
 }
 
 
@@ -190,6 +196,40 @@ def negotiate_ready(p):
     return True
 
 
+def negotiate_xfoo(p, proof):
+    import base64
+    if not p.open_stream("<stream:features><mechanisms xmlns='%s'><mechanism>PLAIN</mechanism>"
+                         "<mechanism>X-FOO</mechanism></mechanisms></stream:features>" % SASL):
+        return False
+    m = p.recv_until(re.compile(rb"<auth\b([^>]*)>(.*?)</auth>", re.S))
+    if not m:
+        return False
+    hello = base64.b64decode(m.group(2))
+    if b"X-FOO" not in m.group(1) or not hello.startswith(b"foo:") or len(hello) < 5:
+        p.send(("<failure xmlns='%s'><invalid-mechanism/><text>fake: expected X-FOO with "
+                "foo:PASSWORD</text></failure>" % SASL).encode())
+        return False
+    p.send(("<challenge xmlns='%s'>%s</challenge>"
+            % (SASL, base64.b64encode(b"bar?").decode())).encode())
+    m = p.recv_until(re.compile(rb"<response\b[^>]*>(.*?)</response>", re.S))
+    if not m or base64.b64decode(m.group(1)) != b"baz":
+        p.send(("<failure xmlns='%s'><not-authorized/></failure>" % SASL).encode())
+        return False
+    p.send(("<success xmlns='%s'>%s</success>"
+            % (SASL, base64.b64encode(proof).decode())).encode())
+    if proof != b"ok":
+        return True  # the client must refuse us now
+    if not p.open_stream(FEATURES_BIND):
+        return False
+    m = p.recv_until(re.compile(rb"<iq\b([^>]*)>.*?</iq>", re.S))
+    if not m:
+        return False
+    idm = re.search(rb"\bid=(['\"])(.*?)\1", m.group(1))
+    return p.send(("<iq type='result' id='%s'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                   "<jid>%s</jid></bind></iq>" % (idm.group(2).decode() if idm else "bind",
+                                                  BOUND_JID)).encode())
+
+
 def play(conn, scenario, args, log):
     stage, payload, after, _ = SCENARIOS[scenario]
     if scenario == "oversized":
@@ -227,6 +267,8 @@ def play(conn, scenario, args, log):
               and p.send(payload))
     elif stage == "ready":
         ok = negotiate_ready(p) and p.send(payload)
+    elif stage == "xfoo":
+        ok = negotiate_xfoo(p, payload)
     else:
         raise AssertionError(stage)
 
