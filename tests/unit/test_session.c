@@ -190,16 +190,16 @@ static char *scram_final(scram_srv *sv, const char *client_final, const char *cb
 }
 
 /* Runs the negotiation up to (and including) the client-final message. */
-static char *scram_negotiate(fx *f, scram_srv *sv, const char *mechs, const char *want_mech,
-                             const char *gs2, const char *cbind64) {
+static char *scram_negotiate_x(fx *f, scram_srv *sv, const char *mechs, const char *extra,
+                               const char *want_mech, const char *gs2, const char *cbind64) {
   char *out = take(f); /* header */
   free(out);
   feed(f, HDR_S);
-  char feat[1024];
+  char feat[2048];
   snprintf(feat, sizeof feat,
            "<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>%s"
-           "</mechanisms></stream:features>",
-           mechs);
+           "</mechanisms>%s</stream:features>",
+           mechs, extra);
   feed(f, feat);
   out = take(f);
   char want[128];
@@ -227,6 +227,11 @@ static char *scram_negotiate(fx *f, scram_srv *sv, const char *mechs, const char
   char *v64 = scram_final(sv, final, cbind64);
   free(final);
   return v64;
+}
+
+static char *scram_negotiate(fx *f, scram_srv *sv, const char *mechs, const char *want_mech,
+                             const char *gs2, const char *cbind64) {
+  return scram_negotiate_x(f, sv, mechs, "", want_mech, gs2, cbind64);
 }
 
 static void finish_bind(fx *f) {
@@ -299,6 +304,55 @@ static void test_scram_plus_tls_unique(void **state) {
   assert_int_equal(epode_session_failure(f->s)->err, EPODE_OK);
   finish_bind(f);
   assert_int_equal(f->ready, 1);
+}
+
+/* No real server in the test harness binds with tls-exporter or
+ * tls-server-end-point over legacy SASL: these run against the scripted
+ * (independent) SCRAM server here, which advertises them with XEP-0440. */
+static void scripted_plus(fx *f, const char *type, int version) {
+  unsigned char unique[12], exporter[32], endpoint[32];
+  memset(unique, 0x11, sizeof unique);
+  memset(exporter, 0x22, sizeof exporter);
+  memset(endpoint, 0x33, sizeof endpoint);
+  epode_tls_info tls = {version,  unique,   sizeof unique, exporter, sizeof exporter,
+                        endpoint, sizeof endpoint};
+  start(f, &tls);
+  scram_srv sv = {EVP_sha256(), 32, "", "", "", {0}};
+  const unsigned char *data = !strcmp(type, "tls-exporter") ? exporter : endpoint;
+  char hdr[64];
+  snprintf(hdr, sizeof hdr, "p=%s,,", type);
+  char cb[128];
+  size_t hl = strlen(hdr);
+  memcpy(cb, hdr, hl);
+  memcpy(cb + hl, data, 32);
+  char *cb64 = b64e(cb, hl + 32);
+  char extra[256];
+  snprintf(extra, sizeof extra,
+           "<sasl-channel-binding xmlns='urn:xmpp:sasl-cb:0'><channel-binding type='%s'/>"
+           "</sasl-channel-binding>",
+           type);
+  char *v64 = scram_negotiate_x(f, &sv,
+                                "<mechanism>SCRAM-SHA-256</mechanism>"
+                                "<mechanism>SCRAM-SHA-256-PLUS</mechanism>",
+                                extra, "SCRAM-SHA-256-PLUS", hdr, cb64);
+  free(cb64);
+  char succ[512];
+  snprintf(succ, sizeof succ, "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>%s</success>",
+           v64);
+  free(v64);
+  feed(f, succ);
+  assert_int_equal(epode_session_failure(f->s)->err, EPODE_OK);
+  finish_bind(f);
+  assert_int_equal(f->ready, 1);
+}
+
+static void test_scripted_server_scram_plus_tls_exporter(void **state) {
+  scripted_plus(*state, "tls-exporter", 0x0304);
+}
+
+static void test_scripted_server_scram_plus_tls_server_end_point(void **state) {
+  /* TLS 1.2 with tls-unique available too: the server's list decides. */
+  scripted_plus(*state, "tls-server-end-point", 0x0303);
 }
 
 static void test_scram_wrong_server_signature(void **state) {
@@ -598,6 +652,10 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_scram_sha256_full_login, setup, teardown),
       cmocka_unit_test_setup_teardown(test_scram_plus_tls_unique, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_scripted_server_scram_plus_tls_exporter, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_scripted_server_scram_plus_tls_server_end_point, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_scram_wrong_server_signature, setup, teardown),
       cmocka_unit_test_setup_teardown(test_scram_success_without_final, setup, teardown),
       cmocka_unit_test_setup_teardown(test_iq_reply_and_timeout, setup, teardown),
