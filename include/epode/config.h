@@ -97,6 +97,21 @@ epode_tls_mode epode_config_tls_mode(const epode_config *cfg);
  * 0 keeps the default (min TLS 1.2, max the newest). EPODE_ERR_INVAL for
  * anything older than TLS 1.2 or min > max. */
 epode_err epode_config_set_tls_versions(epode_config *cfg, int min_version, int max_version);
+typedef enum epode_transport {
+  EPODE_TRANSPORT_TCP = 0,       /* RFC 6120 over TCP (STARTTLS or direct TLS) */
+  EPODE_TRANSPORT_WEBSOCKET = 1, /* RFC 7395, ws:// or wss:// */
+  EPODE_TRANSPORT_BOSH = 2       /* XEP-0124/0206, http:// or https:// */
+} epode_transport;
+
+/* Connects over WebSocket (ws://, wss://) or BOSH (http://, https://) at
+ * this URL instead of TCP; the scheme picks the transport. NULL goes back to
+ * TCP. EPODE_ERR_INVAL for another scheme or a malformed URL. */
+epode_err epode_config_set_url(epode_config *cfg, const char *url);
+const char *epode_config_url(const epode_config *cfg);
+/* Uses this transport; with no URL set, WebSocket and BOSH find theirs by
+ * XEP-0156 discovery (https://DOMAIN/.well-known/host-meta[.json]). */
+epode_err epode_config_set_transport(epode_config *cfg, epode_transport transport);
+epode_transport epode_config_transport(const epode_config *cfg);
 /* PEM file of trusted CAs, used instead of the system store. */
 epode_err epode_config_set_cafile(epode_config *cfg, const char *path);
 epode_err epode_config_set_flags(epode_config *cfg, unsigned flags);

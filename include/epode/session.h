@@ -92,7 +92,27 @@ typedef struct epode_tls_info {
   size_t tls_server_end_point_len;
 } epode_tls_info;
 
+/* How elements travel (ARCHITECTURE L1'). The negotiation is the same.
+ *  STREAM     RFC 6120 over a byte stream: <stream:stream> header, STARTTLS.
+ *  WEBSOCKET  RFC 7395: <open/> / <close/> in urn:ietf:params:xml:ns:xmpp-framing,
+ *             one complete element per message, every element carrying its
+ *             own namespace declarations; no STARTTLS (wss:// is TLS).
+ *  BOSH       XEP-0124/0206: the same <open/> / <close/> elements are emitted
+ *             as control messages the BOSH transport turns into session
+ *             creation / xmpp:restart / terminate; received children of
+ *             <body/> come in through epode_session_recv_element(). */
+typedef enum epode_framing {
+  EPODE_FRAMING_STREAM = 0,
+  EPODE_FRAMING_WEBSOCKET = 1,
+  EPODE_FRAMING_BOSH = 2
+} epode_framing;
+
+#define EPODE_NS_FRAMING "urn:ietf:params:xml:ns:xmpp-framing"
+
 epode_err epode_session_new(epode_session **out, const epode_config *cfg);
+/* Chooses the framing; only before epode_session_start(). */
+epode_err epode_session_set_framing(epode_session *s, epode_framing framing);
+epode_framing epode_session_framing(const epode_session *s);
 void epode_session_free(epode_session *s);
 void epode_session_set_event_cb(epode_session *s, epode_event_fn fn, void *ud);
 
@@ -102,6 +122,10 @@ epode_err epode_session_start(epode_session *s, uint64_t now_ms, const epode_tls
 /* Feeds received bytes. Returns the fatal error if the input ended the
  * session (the EPODE_EV_ERROR event carries the details). */
 epode_err epode_session_recv(epode_session *s, const void *data, size_t len, uint64_t now_ms);
+/* BOSH: one child element of a received <body/> (the caller keeps it). The
+ * BOSH transport calls this in document order; an <open/>-equivalent is not
+ * needed: features may arrive directly. */
+epode_err epode_session_recv_element(epode_session *s, const epode_stanza *el, uint64_t now_ms);
 /* The transport closed. */
 epode_err epode_session_eof(epode_session *s, uint64_t now_ms);
 /* The transport failed on its own (TLS, I/O): ends the session with `err`
@@ -126,6 +150,11 @@ const void *epode_session_peek_output(const epode_session *s, size_t *len);
 typedef void (*epode_output_fn)(epode_session *s, void *ud);
 void epode_session_set_output_cb(epode_session *s, epode_output_fn fn, void *ud);
 void epode_session_consume_output(epode_session *s, size_t n);
+/* The first pending output message: one complete top-level element (or the
+ * stream header / closing tag in STREAM framing), NULL if none. Messages
+ * are contiguous in peek_output()'s bytes; consume_output(len) drops one.
+ * WebSocket sends each as one message; BOSH batches them in a <body/>. */
+const void *epode_session_peek_message(const epode_session *s, size_t *len);
 size_t epode_session_output_len(const epode_session *s);
 
 /* Sends a stanza (serialised at once; the caller keeps `st`). Before READY it

@@ -55,6 +55,7 @@ void epode_config_free(epode_config *c) {
   epode__free(&mem, c->resource);
   epode__free(&mem, c->server_host);
   epode__free(&mem, c->cafile);
+  epode__free(&mem, c->url);
   epode__free(&mem, c->sasl_allow);
   epode__free(&mem, c->prios);
   epode__free(&mem, c->custom);
@@ -88,10 +89,12 @@ epode_err epode_config_clone(epode_config **out, const epode_config *src) {
   char *const *strs[] = {&src->jid,         &src->password,    &src->resource,
                          &src->server_host, &src->cafile,      &src->sasl_allow,
                          &src->authzid,     &src->oauth_token, &src->client_cert,
-                         &src->client_key,  &src->client_p12,  &src->client_p12_pw};
+                         &src->client_key,  &src->client_p12,  &src->client_p12_pw,
+                         &src->url};
   char **dsts[] = {&c->jid,         &c->password,    &c->resource,   &c->server_host,
                    &c->cafile,      &c->sasl_allow,  &c->authzid,    &c->oauth_token,
-                   &c->client_cert, &c->client_key,  &c->client_p12, &c->client_p12_pw};
+                   &c->client_cert, &c->client_key,  &c->client_p12, &c->client_p12_pw,
+                   &c->url};
   for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) {
     if ((e = set_str(c, dsts[i], *strs[i]))) {
       epode_config_free(c);
@@ -100,6 +103,7 @@ epode_err epode_config_clone(epode_config **out, const epode_config *src) {
   }
   c->server_port = src->server_port;
   c->tls_min = src->tls_min;
+  c->transport = src->transport;
   c->tls_max = src->tls_max;
   c->tls_mode = src->tls_mode;
   c->flags = src->flags;
@@ -178,6 +182,52 @@ epode_err epode_config_set_tls_versions(epode_config *c, int min, int max) {
   c->tls_max = max;
   return EPODE_OK;
 }
+
+/* scheme://host[:port][/path], host a name, IPv4 or [IPv6]; no spaces,
+ * no userinfo. The transports parse it fully; this catches typos early. */
+static int url_ok(const char *u, epode_transport *t) {
+  static const struct {
+    const char *scheme;
+    epode_transport t;
+  } schemes[] = {{"ws://", EPODE_TRANSPORT_WEBSOCKET},
+                 {"wss://", EPODE_TRANSPORT_WEBSOCKET},
+                 {"http://", EPODE_TRANSPORT_BOSH},
+                 {"https://", EPODE_TRANSPORT_BOSH}};
+  for (size_t i = 0; i < sizeof schemes / sizeof *schemes; i++) {
+    size_t n = strlen(schemes[i].scheme);
+    if (strncmp(u, schemes[i].scheme, n) != 0) continue;
+    const char *h = u + n;
+    if (!*h || *h == '/' || *h == ':') return 0;
+    for (const char *p = h; *p; p++)
+      if ((unsigned char)*p <= ' ' || *p == '@' || *p == '"' || *p == '<' || *p == '>')
+        return 0;
+    *t = schemes[i].t;
+    return 1;
+  }
+  return 0;
+}
+
+epode_err epode_config_set_url(epode_config *c, const char *url) {
+  if (!c) return EPODE_ERR_INVAL;
+  epode_transport t = EPODE_TRANSPORT_TCP;
+  if (url && (strlen(url) > 2048 || !url_ok(url, &t))) return EPODE_ERR_INVAL;
+  epode_err e = set_str(c, &c->url, url);
+  if (!e) c->transport = t;
+  return e;
+}
+
+const char *epode_config_url(const epode_config *c) { return c ? c->url : NULL; }
+
+epode_err epode_config_set_transport(epode_config *c, epode_transport t) {
+  if (!c || (t != EPODE_TRANSPORT_TCP && t != EPODE_TRANSPORT_WEBSOCKET &&
+             t != EPODE_TRANSPORT_BOSH))
+    return EPODE_ERR_INVAL;
+  if (c->url && t != c->transport) return EPODE_ERR_STATE; /* the URL's scheme decides */
+  c->transport = t;
+  return EPODE_OK;
+}
+
+epode_transport epode_config_transport(const epode_config *c) { return c->transport; }
 
 epode_err epode_config_set_cafile(epode_config *c, const char *path) {
   if (!c) return EPODE_ERR_INVAL;

@@ -22,6 +22,8 @@ struct epode_config {
   uint16_t server_port;
   char *cafile;
   int tls_min, tls_max; /* 0x0303 / 0x0304, 0 = default */
+  char *url;             /* ws(s):// or http(s):// endpoint, or NULL */
+  epode_transport transport;
   epode_tls_mode tls_mode;
   unsigned flags;
   uint64_t limits[EPODE_LIMIT_COUNT_];
