@@ -526,7 +526,7 @@ static void step_handshake(epode_conn *c) {
 }
 
 static void start_tls(epode_conn *c, int starttls) {
-  char detail[512];
+  char detail[1024];
   epode_err e =
       epode__tls_new(&c->tls, c->cfg, epode_jid_domain(c->jid), !starttls, detail, sizeof detail);
   if (e) {
@@ -801,8 +801,10 @@ epode_err epode_conn_connect(epode_conn *c) {
   if (!c) return EPODE_ERR_INVAL;
   if (c->phase != PH_IDLE) return EPODE_ERR_STATE;
   epode_err e;
-  if (c->cfg->cafile && !(c->cfg->flags & EPODE_CFG_TLS_NO_VERIFY)) {
-    /* Find a bad CA file now rather than after DNS and TCP. */
+  if ((c->cfg->cafile && !(c->cfg->flags & EPODE_CFG_TLS_NO_VERIFY)) ||
+      epode__config_has_client_cert(c->cfg)) {
+    /* Find a bad CA file or client certificate now rather than after DNS
+     * and TCP. */
     epode__tls *probe = NULL;
     e = epode__tls_new(&probe, c->cfg, epode_jid_domain(c->jid), 0, c->fail_detail,
                        sizeof c->fail_detail);

@@ -110,7 +110,9 @@ typedef enum {
 /* A client TLS endpoint for `name` (SNI and the name verified, an IP literal
  * verified as an address and sent without SNI). ALPN "xmpp-client" when
  * `direct`. Verifies unless EPODE_CFG_TLS_NO_VERIFY; trusts cfg->cafile or
- * the system store; TLS >= 1.2. On failure `detail` (size > 0) says why. */
+ * the system store; TLS versions cfg->tls_min..tls_max (default 1.2 to the
+ * newest); offers the configured client certificate. On failure `detail`
+ * (size > 0) says why. */
 epode_err epode__tls_new(epode__tls **out, const epode_config *cfg, const char *name, int direct,
                          char *detail, size_t detail_size);
 void epode__tls_free(epode__tls *t);
@@ -142,6 +144,23 @@ const char *epode__tls_version_name(const epode__tls *t);
 const char *epode__tls_cipher_name(const epode__tls *t);
 /* The ALPN protocol the server chose, or NULL. */
 const char *epode__tls_alpn(const epode__tls *t, size_t *len);
+
+/* ------------------------------------------------------------------ tls_cert.c */
+
+struct ssl_ctx_st; /* OpenSSL's SSL_CTX */
+
+/* Loads the configured TLS client certificate (XEP-0178) into `ctx`: either
+ * cfg->client_cert (PEM: the certificate, then any intermediates) with
+ * cfg->client_key (PEM; NULL: the key is in the certificate file), or
+ * cfg->client_p12 with cfg->client_p12_pw (its CA certificates are sent as
+ * the chain). EPODE_OK without doing anything when none is configured.
+ * EPODE_ERR_TLS (EPODE_ERR_NOMEM) with `err` naming the file and what is
+ * wrong: unreadable, no certificate or key in it, an encrypted PEM key,
+ * a wrong or missing PKCS#12 password, a key that does not match the
+ * certificate. Reads the files each time; logs neither key nor password.
+ * For every TLS transport (TCP, and HTTPS/WSS later). */
+epode_err epode__tls_load_client_cert(struct ssl_ctx_st *ctx, const epode_config *cfg, char *err,
+                                      size_t errlen);
 
 /* ------------------------------------------------------------------ conn.c */
 

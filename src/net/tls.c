@@ -7,6 +7,9 @@
  * via X509_VERIFY_PARAM, no partial wildcards). After the handshake we
  * compute the channel-binding values SCRAM -PLUS needs (RFC 5929, RFC 9266).
  *
+ * A configured client certificate (tls_cert.c) is offered on every
+ * handshake, direct TLS and STARTTLS alike.
+ *
  * OpenSSL allocates through its own (process-wide) hooks; epode_mem covers
  * only our own structures. */
 #include <arpa/inet.h>
@@ -58,6 +61,10 @@ static void ssl_reason(char *buf, size_t size, const char *fallback) {
   ERR_clear_error();
 }
 
+static const char *version_label(int v) {
+  return v == TLS1_3_VERSION ? "TLS 1.3" : v == TLS1_2_VERSION ? "TLS 1.2" : "TLS ?";
+}
+
 static int is_ip_literal(const char *s) {
   unsigned char tmp[sizeof(struct in6_addr)];
   return inet_pton(AF_INET, s, tmp) == 1 || inet_pton(AF_INET6, s, tmp) == 1;
@@ -89,7 +96,16 @@ epode_err epode__tls_new(epode__tls **out, const epode_config *cfg, const char *
     snprintf(detail, detail_size, "cannot create the TLS context: %s", why);
     goto fail;
   }
-  SSL_CTX_set_min_proto_version(t->ctx, TLS1_2_VERSION);
+  /* tls_min/tls_max are the wire values (0x0303, 0x0304), which is what
+   * OpenSSL's TLS1_2_VERSION / TLS1_3_VERSION are; the config checked them. */
+  if (SSL_CTX_set_min_proto_version(t->ctx, cfg->tls_min ? cfg->tls_min : TLS1_2_VERSION) != 1 ||
+      SSL_CTX_set_max_proto_version(t->ctx, cfg->tls_max) != 1) {
+    ssl_reason(why, sizeof why, "unsupported");
+    snprintf(detail, detail_size, "cannot limit TLS to versions %s..%s: %s",
+             version_label(cfg->tls_min ? cfg->tls_min : TLS1_2_VERSION),
+             cfg->tls_max ? version_label(cfg->tls_max) : "newest", why);
+    goto fail;
+  }
   /* A server asking to renegotiate would change tls-unique under SCRAM's
    * feet; compression invites CRIME. */
   SSL_CTX_set_options(t->ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
@@ -105,6 +121,13 @@ epode_err epode__tls_new(epode__tls **out, const epode_config *cfg, const char *
         snprintf(detail, detail_size, "cannot load the system CA store: %s", why);
       goto fail;
     }
+  }
+
+  /* Before SSL_new, which copies the context's certificate and key. */
+  if (epode__config_has_client_cert(cfg)) {
+    err = epode__tls_load_client_cert(t->ctx, cfg, detail, detail_size);
+    if (err) goto fail;
+    err = EPODE_ERR_TLS;
   }
 
   t->ssl = SSL_new(t->ctx);
@@ -251,7 +274,14 @@ int epode__tls_handshake(epode__tls *t) {
   }
   char why[256];
   ssl_reason(why, sizeof why, e == SSL_ERROR_SYSCALL ? "unexpected end of data" : "unknown error");
-  snprintf(t->detail, sizeof t->detail, "TLS handshake with %s failed: %s", t->name, why);
+  /* With a version range of our own, a version mismatch is likely ours. */
+  const epode_config *cfg = t->cfg;
+  char range[96] = "";
+  if (cfg->tls_min || cfg->tls_max)
+    snprintf(range, sizeof range, " (configured TLS versions: %s to %s)",
+             version_label(cfg->tls_min ? cfg->tls_min : TLS1_2_VERSION),
+             cfg->tls_max ? version_label(cfg->tls_max) : "newest");
+  snprintf(t->detail, sizeof t->detail, "TLS handshake with %s failed: %s%s", t->name, why, range);
   return EPODE_ERR_TLS;
 }
 

@@ -25,12 +25,14 @@
 #include <cmocka.h>
 
 #include "epode/conn.h"
+#include "epode/sasl.h"
 #include "net/net.h"
 #include "test_net_support.h"
 #include "util/config_int.h"
 
-static tcert ca, leaf, other_ca, other_leaf;
-static char ca_path[64];
+static tcert ca, leaf, other_ca, other_leaf, cli, stranger;
+static char ca_path[64], cli_comb[64], cli_p12[64], stranger_key[64];
+#define CLI_PW "p12 secret"
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -257,13 +259,18 @@ typedef struct fsrv {
   const tcert *crt; /* presented certificate */
   int hangup;       /* close right after accepting */
   int expect_msg;   /* a <message/> comes before the close */
+  int want_cert;    /* require a client certificate from `ca`; offer EXTERNAL only */
+  int tls12_only;   /* the server speaks TLS 1.2 at most */
   pthread_t th;
   /* what it saw */
   int got_close;
   int got_notify;
   char sni[256];
   char alpn[64];
-  int result; /* 0 ok, else the step it failed at */
+  X509 *peer;     /* the client certificate it verified, or NULL */
+  int version;    /* negotiated TLS version */
+  char auth[512]; /* the <auth> element */
+  int result;     /* 0 ok, else the step it failed at */
 } fsrv;
 
 typedef struct fconn {
@@ -316,7 +323,11 @@ static int f_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 static int f_tls(fsrv *s, fconn *f, SSL_CTX *ctx) {
   f->ssl = SSL_new(ctx);
   SSL_set_fd(f->ssl, f->fd);
-  return SSL_accept(f->ssl) == 1 ? 0 : -1;
+  if (SSL_accept(f->ssl) != 1) return -1;
+  s->version = SSL_version(f->ssl);
+  if (s->want_cert && SSL_get_verify_result(f->ssl) == X509_V_OK)
+    s->peer = SSL_get1_peer_certificate(f->ssl);
+  return 0;
 }
 
 #define HDR                                                                                        \
@@ -326,10 +337,14 @@ static int f_tls(fsrv *s, fconn *f, SSL_CTX *ctx) {
 static void *fsrv_main(void *arg) {
   fsrv *s = arg;
   fconn f = {.fd = -1};
-  SSL_CTX *ctx = t_server_ctx(s->crt, NULL, 0, 0);
+  SSL_CTX *ctx = t_server_ctx(s->crt, NULL, 0, s->tls12_only ? TLS1_2_VERSION : 0);
   SSL_CTX_set_tlsext_servername_callback(ctx, f_servername);
   SSL_CTX_set_tlsext_servername_arg(ctx, s);
   SSL_CTX_set_alpn_select_cb(ctx, f_alpn, s);
+  if (s->want_cert) {
+    X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx), ca.cert);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+  }
   s->result = 1;
   f.fd = accept(s->lfd, NULL, NULL);
   if (f.fd < 0) goto out;
@@ -355,10 +370,18 @@ static void *fsrv_main(void *arg) {
     if (f_expect(&f, "streams'>")) goto out;
   }
   s->result = 7;
-  if (f_send(&f, HDR "<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
-                     "<mechanism>PLAIN</mechanism></mechanisms></stream:features>") ||
-      f_expect(&f, "</auth>") || f_send(&f, "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>"))
-    goto out;
+  char feat[512];
+  snprintf(feat, sizeof feat,
+           HDR "<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
+               "<mechanism>%s</mechanism></mechanisms></stream:features>",
+           s->want_cert ? "EXTERNAL" : "PLAIN");
+  if (f_send(&f, feat)) goto out;
+  while (!strstr(f.buf, "</auth>"))
+    if (f_read(&f) < 0) goto out;
+  snprintf(s->auth, sizeof s->auth, "%.*s", (int)sizeof s->auth - 1, f.buf);
+  f.len = 0;
+  f.buf[0] = '\0';
+  if (f_send(&f, "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")) goto out;
   s->result = 8;
   if (f_expect(&f, "streams'>") ||
       f_send(&f, HDR "<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"
@@ -398,11 +421,13 @@ out:
   return NULL;
 }
 
-enum { F_HANGUP = 1, F_EXPECT_MSG = 2 };
+enum { F_HANGUP = 1, F_EXPECT_MSG = 2, F_WANT_CERT = 4, F_TLS12 = 8 };
 static void fsrv_start(fsrv *s, int direct, const tcert *crt, int flags) {
   memset(s, 0, sizeof *s);
   s->hangup = (flags & F_HANGUP) != 0;
   s->expect_msg = (flags & F_EXPECT_MSG) != 0;
+  s->want_cert = (flags & F_WANT_CERT) != 0;
+  s->tls12_only = (flags & F_TLS12) != 0;
   s->lfd = listener(&s->port);
   s->direct = direct;
   s->crt = crt;
@@ -414,7 +439,21 @@ static void fsrv_join(fsrv *s) {
   close(s->lfd);
 }
 
-static epode_conn *make_conn(host *h, uint16_t port, epode_tls_mode mode, const char *cafile) {
+static void fsrv_free(fsrv *s) {
+  X509_free(s->peer);
+  s->peer = NULL;
+}
+
+/* Settings beyond the defaults of make_conn. */
+typedef struct extra {
+  const char *cert, *key; /* PEM client certificate */
+  const char *p12, *pw;   /* PKCS#12 client certificate */
+  int tls_min, tls_max;
+  unsigned flags;
+} extra;
+
+static epode_conn *make_conn_x(host *h, uint16_t port, epode_tls_mode mode, const char *cafile,
+                               const extra *x) {
   epode_config *cfg;
   assert_int_equal(epode_config_new(&cfg, NULL), EPODE_OK);
   assert_int_equal(epode_config_set_jid(cfg, "alice@localhost"), EPODE_OK);
@@ -425,6 +464,10 @@ static epode_conn *make_conn(host *h, uint16_t port, epode_tls_mode mode, const 
   epode_config_set_timeout(cfg, EPODE_TIMEOUT_CONNECT, 3000);
   epode_config_set_timeout(cfg, EPODE_TIMEOUT_TLS, 3000);
   epode_config_set_timeout(cfg, EPODE_TIMEOUT_CLOSE, 2000);
+  if (x && x->cert) assert_int_equal(epode_config_set_client_cert(cfg, x->cert, x->key), EPODE_OK);
+  if (x && x->p12) assert_int_equal(epode_config_set_client_pkcs12(cfg, x->p12, x->pw), EPODE_OK);
+  if (x) assert_int_equal(epode_config_set_tls_versions(cfg, x->tls_min, x->tls_max), EPODE_OK);
+  if (x) assert_int_equal(epode_config_set_flags(cfg, x->flags), EPODE_OK);
   epode_conn *c;
   assert_int_equal(epode_conn_new(&c, cfg), EPODE_OK);
   epode_config_free(cfg);
@@ -433,6 +476,10 @@ static epode_conn *make_conn(host *h, uint16_t port, epode_tls_mode mode, const 
   epode_conn_set_event_cb(c, h_event, h);
   epode_conn_set_io(c, h_io, h_timer, h);
   return c;
+}
+
+static epode_conn *make_conn(host *h, uint16_t port, epode_tls_mode mode, const char *cafile) {
+  return make_conn_x(h, port, mode, cafile, NULL);
 }
 
 /* ------------------------------------------------------------------ conn tests */
@@ -716,6 +763,116 @@ static void test_conn_free_midway(void **state) {
   close(l);
 }
 
+/* ------------------------------------------------------------------ client certificates, versions
+ */
+
+/* Logs in with EXTERNAL against a server that requires a client
+ * certificate; it must have verified exactly ours. */
+static void cert_login(int direct, const extra *x) {
+  fsrv s;
+  fsrv_start(&s, direct, &leaf, F_WANT_CERT);
+  host h;
+  epode_conn *c =
+      make_conn_x(&h, s.port, direct ? EPODE_TLS_DIRECT : EPODE_TLS_STARTTLS, ca_path, x);
+  h.close_on_ready = 1;
+  assert_int_equal(epode_conn_connect(c), EPODE_OK);
+  h_run(&h, c, 5000);
+  fsrv_join(&s);
+  if (h.errors) fprintf(stderr, "error: %s\n", h.error_detail);
+  assert_int_equal(s.result, 0);
+  assert_non_null(s.peer);
+  assert_int_equal(X509_cmp(s.peer, cli.cert), 0);
+  assert_non_null(strstr(s.auth, "mechanism='EXTERNAL'"));
+  assert_int_equal(h.ready, 1);
+  assert_int_equal(h.errors, 0);
+  assert_int_equal(h.closed_err, EPODE_OK);
+  assert_int_equal(h.n, 0);
+  fsrv_free(&s);
+  epode_conn_free(c);
+}
+
+static void test_conn_client_cert_starttls(void **state) {
+  extra x = {.cert = cli_comb};
+  cert_login(0, &x);
+  extra y = {.p12 = cli_p12, .pw = CLI_PW, .tls_max = 0x0303};
+  cert_login(0, &y);
+}
+
+static void test_conn_client_cert_direct_tls(void **state) {
+  extra x = {.p12 = cli_p12, .pw = CLI_PW};
+  cert_login(1, &x);
+  extra y = {.cert = cli_comb, .tls_max = 0x0303};
+  cert_login(1, &y);
+}
+
+static void test_conn_client_cert_errors(void **state) {
+  /* Found by epode_conn_connect itself: no events, no fds, a detail naming
+   * the file. The CA file check is skipped with NO_VERIFY; this one is not. */
+  static const struct {
+    extra x;
+    const char *file, *why;
+  } cases[] = {
+      {{.cert = "/nonexistent/alice.pem"}, "/nonexistent/alice.pem", "No such file"},
+      {{.cert = cli_comb, .key = stranger_key}, stranger_key, "does not match"},
+      {{.p12 = cli_p12, .pw = "not it"}, cli_p12, "wrong password"},
+      {{.p12 = cli_p12}, cli_p12, "none was given"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    for (int noverify = 0; noverify < 2; noverify++) {
+      extra x = cases[i].x;
+      x.flags = noverify ? EPODE_CFG_TLS_NO_VERIFY : 0;
+      host h;
+      epode_conn *c = make_conn_x(&h, 5222, EPODE_TLS_STARTTLS, noverify ? NULL : ca_path, &x);
+      assert_int_equal(epode_conn_connect(c), EPODE_ERR_TLS);
+      const char *d = epode_conn_failure(c)->detail;
+      if (!strstr(d, cases[i].file) || !strstr(d, cases[i].why))
+        fail_msg("case %zu: detail \"%s\"", i, d);
+      assert_int_equal(epode_conn_failure(c)->err, EPODE_ERR_TLS);
+      assert_int_equal(epode_conn_state(c), EPODE_STATE_IDLE);
+      assert_int_equal(h.nstates, 0);
+      assert_int_equal(h.errors + h.closed, 0);
+      assert_int_equal(h.n, 0);
+      epode_conn_free(c);
+    }
+  }
+}
+
+static void test_conn_tls12_forced(void **state) {
+  fsrv s;
+  fsrv_start(&s, 0, &leaf, 0);
+  host h;
+  extra x = {.tls_max = 0x0303};
+  epode_conn *c = make_conn_x(&h, s.port, EPODE_TLS_STARTTLS, ca_path, &x);
+  h.close_on_ready = 1;
+  assert_int_equal(epode_conn_connect(c), EPODE_OK);
+  h_run(&h, c, 5000);
+  fsrv_join(&s);
+  assert_int_equal(s.result, 0);
+  assert_int_equal(s.version, TLS1_2_VERSION);
+  assert_null(s.peer); /* no certificate configured, none asked for */
+  assert_int_equal(h.ready, 1);
+  epode_conn_free(c);
+}
+
+static void test_conn_tls13_required_vs_12_server(void **state) {
+  fsrv s;
+  fsrv_start(&s, 1, &leaf, F_TLS12);
+  host h;
+  extra x = {.tls_min = 0x0304};
+  epode_conn *c = make_conn_x(&h, s.port, EPODE_TLS_DIRECT, ca_path, &x);
+  assert_int_equal(epode_conn_connect(c), EPODE_OK);
+  h_run(&h, c, 5000);
+  fsrv_join(&s);
+  assert_int_equal(s.result, 2); /* the server's handshake failed */
+  assert_int_equal(h.errors, 1);
+  assert_int_equal(h.error_err, EPODE_ERR_TLS);
+  assert_non_null(strstr(h.error_detail, "configured TLS versions: TLS 1.3 to newest"));
+  assert_int_equal(h.closed, 1);
+  assert_int_equal(h.ready, 0);
+  assert_int_equal(h.n, 0);
+  epode_conn_free(c);
+}
+
 static int group_setup(void **state) {
   signal(SIGPIPE, SIG_IGN); /* for the fake server's SSL_write; the library uses MSG_NOSIGNAL */
   ca = t_cert("epode test CA", NULL, NULL, NULL);
@@ -723,11 +880,21 @@ static int group_setup(void **state) {
   other_ca = t_cert("untrusted CA", NULL, NULL, NULL);
   other_leaf = t_cert("localhost", &other_ca, "DNS:localhost", NULL);
   t_write_pem(&ca, ca_path, sizeof ca_path);
+  cli = t_cert_kind("alice@localhost", &ca, T_CLIENT, NULL, NULL);
+  stranger = t_cert_kind("mallory@localhost", &ca, T_CLIENT, NULL, NULL);
+  t_write_pems(cli_comb, sizeof cli_comb, &cli.cert, 1, cli.key, 0);
+  t_write_pems(stranger_key, sizeof stranger_key, NULL, 0, stranger.key, 0);
+  t_write_p12(cli_p12, sizeof cli_p12, &cli, NULL, CLI_PW);
   return 0;
 }
 
 static int group_teardown(void **state) {
   unlink(ca_path);
+  unlink(cli_comb);
+  unlink(cli_p12);
+  unlink(stranger_key);
+  t_cert_free(&cli);
+  t_cert_free(&stranger);
   t_cert_free(&ca);
   t_cert_free(&leaf);
   t_cert_free(&other_ca);
@@ -750,6 +917,11 @@ int main(void) {
       cmocka_unit_test(test_conn_srv_direct_tls),
       cmocka_unit_test(test_conn_bad_cafile),
       cmocka_unit_test(test_conn_free_midway),
+      cmocka_unit_test(test_conn_client_cert_starttls),
+      cmocka_unit_test(test_conn_client_cert_direct_tls),
+      cmocka_unit_test(test_conn_client_cert_errors),
+      cmocka_unit_test(test_conn_tls12_forced),
+      cmocka_unit_test(test_conn_tls13_required_vs_12_server),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -16,6 +16,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/pkcs12.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
@@ -40,10 +41,13 @@ static inline void t_ext(X509 *cert, X509 *issuer, int nid, const char *value) {
   X509_EXTENSION_free(ex);
 }
 
-/* A certificate for `cn`: self-signed CA when `ca` is NULL, else a leaf
- * signed by it with the given SAN ("DNS:localhost,IP:127.0.0.1") and
- * digest. */
-static inline tcert t_cert(const char *cn, const tcert *ca, const char *san, const EVP_MD *md) {
+enum { T_CA = 0, T_SERVER, T_CLIENT };
+
+/* A certificate for `cn` of `kind`: a CA (self-signed when `issuer` is
+ * NULL, else an intermediate), or a server or client leaf signed by
+ * `issuer`, with the given SAN ("DNS:localhost,IP:127.0.0.1") and digest. */
+static inline tcert t_cert_kind(const char *cn, const tcert *ca, int kind, const char *san,
+                                const EVP_MD *md) {
   tcert t;
   t.key = t_key();
   t.cert = X509_new();
@@ -57,17 +61,22 @@ static inline tcert t_cert(const char *cn, const tcert *ca, const char *san, con
   X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
   X509 *issuer = ca ? ca->cert : t.cert;
   X509_set_issuer_name(t.cert, X509_get_subject_name(issuer));
-  if (!ca) {
+  if (kind == T_CA) {
     t_ext(t.cert, issuer, NID_basic_constraints, "critical,CA:TRUE");
     t_ext(t.cert, issuer, NID_key_usage, "critical,keyCertSign,cRLSign");
     t_ext(t.cert, issuer, NID_subject_key_identifier, "hash");
   } else {
     t_ext(t.cert, issuer, NID_basic_constraints, "CA:FALSE");
-    t_ext(t.cert, issuer, NID_ext_key_usage, "serverAuth");
+    t_ext(t.cert, issuer, NID_ext_key_usage, kind == T_CLIENT ? "clientAuth" : "serverAuth");
     if (san) t_ext(t.cert, issuer, NID_subject_alt_name, san);
   }
   if (!X509_sign(t.cert, ca ? ca->key : t.key, md ? md : EVP_sha256())) abort();
   return t;
+}
+
+/* A self-signed CA when `ca` is NULL, else a server leaf signed by it. */
+static inline tcert t_cert(const char *cn, const tcert *ca, const char *san, const EVP_MD *md) {
+  return t_cert_kind(cn, ca, ca ? T_SERVER : T_CA, san, md);
 }
 
 static inline void t_cert_free(tcert *t) {
@@ -86,6 +95,45 @@ static inline void t_write_pem(const tcert *t, char *path, size_t size) {
   fclose(f);
 }
 
+/* A fresh empty temp file (its path in `path`), open for writing. */
+static inline FILE *t_tmpfile(char *path, size_t size, const char *tag) {
+  snprintf(path, size, "/tmp/epode-test-%s-XXXXXX", tag);
+  int fd = mkstemp(path);
+  if (fd < 0) abort();
+  FILE *f = fdopen(fd, "w");
+  if (!f) abort();
+  return f;
+}
+
+/* PEM file with `certs` (in order) and `key` (may be NULL), the key first
+ * when `key_first`. */
+static inline void t_write_pems(char *path, size_t size, X509 *const *certs, size_t n,
+                                EVP_PKEY *key, int key_first) {
+  FILE *f = t_tmpfile(path, size, "pem");
+  if (key && key_first && !PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL)) abort();
+  for (size_t i = 0; i < n; i++)
+    if (!PEM_write_X509(f, certs[i])) abort();
+  if (key && !key_first && !PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL)) abort();
+  fclose(f);
+}
+
+/* A PKCS#12 file made with PKCS12_create: `leaf` with its key and `extra`
+ * (may be NULL) as CA certificate. `pw` NULL: neither encrypted nor MACed. */
+static inline void t_write_p12(char *path, size_t size, const tcert *leaf, const tcert *extra,
+                               const char *pw) {
+  STACK_OF(X509) *cas = sk_X509_new_null();
+  if (extra) sk_X509_push(cas, extra->cert);
+  PKCS12 *p12 =
+      pw ? PKCS12_create(pw, "epode test", leaf->key, leaf->cert, cas, 0, 0, 0, 0, 0)
+         : PKCS12_create(NULL, "epode test", leaf->key, leaf->cert, cas, -1, -1, 0, -1, 0);
+  if (!p12) abort();
+  FILE *f = t_tmpfile(path, size, "p12");
+  if (!i2d_PKCS12_fp(f, p12)) abort();
+  fclose(f);
+  PKCS12_free(p12);
+  sk_X509_free(cas);
+}
+
 /* A server context presenting `leaf` (and `chain`, may be NULL), TLS
  * versions [min, max] (0 = default). */
 static inline SSL_CTX *t_server_ctx(const tcert *leaf, const tcert *chain, int min, int max) {
@@ -100,6 +148,118 @@ static inline SSL_CTX *t_server_ctx(const tcert *leaf, const tcert *chain, int m
   if (min) SSL_CTX_set_min_proto_version(ctx, min);
   if (max) SSL_CTX_set_max_proto_version(ctx, max);
   return ctx;
+}
+
+/* ------------------------------------------------------------------ client/server pair
+ *
+ * An epode__tls client and an OpenSSL server over memory BIOs, driven in
+ * lock step. Needs cmocka.h and net/net.h included first. */
+
+typedef struct pair {
+  epode_config *cfg;
+  epode__tls *cli;
+  SSL_CTX *sctx;
+  SSL *srv;
+  BIO *srv_in, *srv_out;
+  char sni[256];
+  int sni_seen;
+  unsigned char alpn[256];
+  unsigned alpn_len;
+  char detail[512];
+} pair;
+
+static inline int t_on_servername(SSL *ssl, int *al, void *arg) {
+  pair *p = SSL_get_app_data(ssl);
+  const char *n = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+  if (n) {
+    p->sni_seen = 1;
+    snprintf(p->sni, sizeof p->sni, "%s", n);
+  }
+  return SSL_TLSEXT_ERR_OK;
+}
+
+static inline int t_on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                            const unsigned char *in, unsigned inlen, void *arg) {
+  pair *p = SSL_get_app_data(ssl);
+  memcpy(p->alpn, in, inlen < sizeof p->alpn ? inlen : sizeof p->alpn);
+  p->alpn_len = inlen;
+  static const unsigned char want[] = "\x0bxmpp-client";
+  unsigned char *sel;
+  if (SSL_select_next_proto(&sel, outlen, want, sizeof want - 1, in, inlen) ==
+      OPENSSL_NPN_NEGOTIATED) {
+    *out = sel;
+    return SSL_TLSEXT_ERR_OK;
+  }
+  return SSL_TLSEXT_ERR_NOACK;
+}
+
+/* `cfg` is the pair's now (freed by pair_free). The server speaks TLS
+ * [minv, maxv] (0: OpenSSL's defaults). */
+static inline void pair_init_cfg(pair *p, epode_config *cfg, const tcert *srv_leaf,
+                                 const tcert *srv_chain, int minv, int maxv, const char *name,
+                                 int direct) {
+  memset(p, 0, sizeof *p);
+  p->cfg = cfg;
+  assert_int_equal(epode__tls_new(&p->cli, p->cfg, name, direct, p->detail, sizeof p->detail),
+                   EPODE_OK);
+  p->sctx = t_server_ctx(srv_leaf, srv_chain, minv, maxv);
+  SSL_CTX_set_tlsext_servername_callback(p->sctx, t_on_servername);
+  SSL_CTX_set_alpn_select_cb(p->sctx, t_on_alpn, NULL);
+  p->srv = SSL_new(p->sctx);
+  p->srv_in = BIO_new(BIO_s_mem());
+  p->srv_out = BIO_new(BIO_s_mem());
+  BIO_set_mem_eof_return(p->srv_in, -1);
+  BIO_set_mem_eof_return(p->srv_out, -1);
+  SSL_set_bio(p->srv, p->srv_in, p->srv_out);
+  SSL_set_accept_state(p->srv);
+  SSL_set_app_data(p->srv, p);
+}
+
+static inline void pair_init(pair *p, const tcert *srv_leaf, const tcert *srv_chain, int maxv,
+                             const char *name, int direct, unsigned flags, const char *cafile) {
+  epode_config *cfg;
+  assert_int_equal(epode_config_new(&cfg, NULL), EPODE_OK);
+  if (cafile) assert_int_equal(epode_config_set_cafile(cfg, cafile), EPODE_OK);
+  assert_int_equal(epode_config_set_flags(cfg, flags), EPODE_OK);
+  pair_init_cfg(p, cfg, srv_leaf, srv_chain, 0, maxv, name, direct);
+}
+
+static inline void pair_free(pair *p) {
+  epode__tls_free(p->cli);
+  SSL_free(p->srv);
+  SSL_CTX_free(p->sctx);
+  epode_config_free(p->cfg);
+}
+
+/* Client ciphertext to the server, and back. */
+static inline void shuttle(pair *p) {
+  unsigned char buf[16384];
+  size_t n;
+  while ((n = epode__tls_take(p->cli, buf, sizeof buf)) > 0)
+    assert_int_equal(BIO_write(p->srv_in, buf, (int)n), (int)n);
+  int r;
+  while ((r = BIO_read(p->srv_out, buf, sizeof buf)) > 0)
+    assert_int_equal(epode__tls_feed(p->cli, buf, (size_t)r), EPODE_OK);
+}
+
+/* Runs both handshakes to the end; returns the client's verdict. */
+static inline int handshake(pair *p) {
+  int r = EPODE__TLS_AGAIN;
+  for (int i = 0; i < 50; i++) {
+    r = epode__tls_handshake(p->cli);
+    if (!SSL_is_init_finished(p->srv)) {
+      unsigned char b[16384];
+      size_t n;
+      while ((n = epode__tls_take(p->cli, b, sizeof b)) > 0)
+        BIO_write(p->srv_in, b, (int)n);
+      ERR_clear_error();
+      (void)SSL_do_handshake(p->srv);
+    }
+    shuttle(p);
+    if (r < 0) return r;
+    if (r == EPODE__TLS_DONE && SSL_is_init_finished(p->srv)) return r;
+  }
+  return r;
 }
 
 /* ------------------------------------------------------------------ fake DNS server

@@ -2,7 +2,8 @@
  * made at run time (a test CA with a "localhost" server, and an unrelated
  * CA), verification outcomes and their reasons, SNI and ALPN as the server
  * saw them, channel-binding values compared with what the server side
- * computes itself, and hostile bytes. */
+ * computes itself, the configured TLS version range, and hostile bytes.
+ * (Client certificates: test_client_cert.c.) */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,103 +19,6 @@
 
 static tcert ca, leaf, leaf384, other_ca, other_leaf;
 static char ca_path[64];
-
-typedef struct pair {
-  epode_config *cfg;
-  epode__tls *cli;
-  SSL_CTX *sctx;
-  SSL *srv;
-  BIO *srv_in, *srv_out;
-  char sni[256];
-  int sni_seen;
-  unsigned char alpn[256];
-  unsigned alpn_len;
-  char detail[512];
-} pair;
-
-static int on_servername(SSL *ssl, int *al, void *arg) {
-  pair *p = SSL_get_app_data(ssl);
-  const char *n = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-  if (n) {
-    p->sni_seen = 1;
-    snprintf(p->sni, sizeof p->sni, "%s", n);
-  }
-  return SSL_TLSEXT_ERR_OK;
-}
-
-static int on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
-                   const unsigned char *in, unsigned inlen, void *arg) {
-  pair *p = SSL_get_app_data(ssl);
-  memcpy(p->alpn, in, inlen < sizeof p->alpn ? inlen : sizeof p->alpn);
-  p->alpn_len = inlen;
-  static const unsigned char want[] = "\x0bxmpp-client";
-  unsigned char *sel;
-  if (SSL_select_next_proto(&sel, outlen, want, sizeof want - 1, in, inlen) ==
-      OPENSSL_NPN_NEGOTIATED) {
-    *out = sel;
-    return SSL_TLSEXT_ERR_OK;
-  }
-  return SSL_TLSEXT_ERR_NOACK;
-}
-
-static void pair_init(pair *p, const tcert *srv_leaf, const tcert *srv_chain, int maxv,
-                      const char *name, int direct, unsigned flags, const char *cafile) {
-  memset(p, 0, sizeof *p);
-  assert_int_equal(epode_config_new(&p->cfg, NULL), EPODE_OK);
-  if (cafile) assert_int_equal(epode_config_set_cafile(p->cfg, cafile), EPODE_OK);
-  assert_int_equal(epode_config_set_flags(p->cfg, flags), EPODE_OK);
-  assert_int_equal(epode__tls_new(&p->cli, p->cfg, name, direct, p->detail, sizeof p->detail),
-                   EPODE_OK);
-  p->sctx = t_server_ctx(srv_leaf, srv_chain, 0, maxv);
-  SSL_CTX_set_tlsext_servername_callback(p->sctx, on_servername);
-  SSL_CTX_set_alpn_select_cb(p->sctx, on_alpn, NULL);
-  p->srv = SSL_new(p->sctx);
-  p->srv_in = BIO_new(BIO_s_mem());
-  p->srv_out = BIO_new(BIO_s_mem());
-  BIO_set_mem_eof_return(p->srv_in, -1);
-  BIO_set_mem_eof_return(p->srv_out, -1);
-  SSL_set_bio(p->srv, p->srv_in, p->srv_out);
-  SSL_set_accept_state(p->srv);
-  SSL_set_app_data(p->srv, p);
-}
-
-static void pair_free(pair *p) {
-  epode__tls_free(p->cli);
-  SSL_free(p->srv);
-  SSL_CTX_free(p->sctx);
-  epode_config_free(p->cfg);
-}
-
-/* Client ciphertext to the server, and back. */
-static void shuttle(pair *p) {
-  unsigned char buf[16384];
-  size_t n;
-  while ((n = epode__tls_take(p->cli, buf, sizeof buf)) > 0)
-    assert_int_equal(BIO_write(p->srv_in, buf, (int)n), (int)n);
-  int r;
-  while ((r = BIO_read(p->srv_out, buf, sizeof buf)) > 0)
-    assert_int_equal(epode__tls_feed(p->cli, buf, (size_t)r), EPODE_OK);
-}
-
-/* Runs both handshakes to the end; returns the client's verdict. */
-static int handshake(pair *p) {
-  int r = EPODE__TLS_AGAIN;
-  for (int i = 0; i < 50; i++) {
-    r = epode__tls_handshake(p->cli);
-    if (!SSL_is_init_finished(p->srv)) {
-      unsigned char b[16384];
-      size_t n;
-      while ((n = epode__tls_take(p->cli, b, sizeof b)) > 0)
-        BIO_write(p->srv_in, b, (int)n);
-      ERR_clear_error();
-      (void)SSL_do_handshake(p->srv);
-    }
-    shuttle(p);
-    if (r < 0) return r;
-    if (r == EPODE__TLS_DONE && SSL_is_init_finished(p->srv)) return r;
-  }
-  return r;
-}
 
 static int group_setup(void **state) {
   ca = t_cert("epode test CA", NULL, NULL, NULL);
@@ -366,6 +270,65 @@ static void test_min_version_tls12(void **state) {
   pair_free(&p);
 }
 
+static epode_config *versions_cfg(int minv, int maxv) {
+  epode_config *cfg;
+  assert_int_equal(epode_config_new(&cfg, NULL), EPODE_OK);
+  assert_int_equal(epode_config_set_cafile(cfg, ca_path), EPODE_OK);
+  assert_int_equal(epode_config_set_tls_versions(cfg, minv, maxv), EPODE_OK);
+  return cfg;
+}
+
+static void test_tls_max_12(void **state) {
+  /* The server would do 1.3; we cap at 1.2 (how tests get tls-unique for
+   * SCRAM -PLUS out of Prosody 0.12). */
+  pair p;
+  pair_init_cfg(&p, versions_cfg(0, 0x0303), &leaf, NULL, 0, 0, "localhost", 0);
+  assert_int_equal(handshake(&p), EPODE__TLS_DONE);
+  assert_int_equal(SSL_version(p.srv), TLS1_2_VERSION);
+  epode_tls_info info;
+  epode__tls_info(p.cli, &info);
+  assert_int_equal(info.version, 0x0303);
+  unsigned char fin[64];
+  size_t fl = SSL_get_peer_finished(p.srv, fin, sizeof fin);
+  assert_true(fl > 0);
+  assert_non_null(info.tls_unique);
+  assert_int_equal(info.tls_unique_len, fl);
+  assert_memory_equal(info.tls_unique, fin, fl);
+  assert_string_equal(epode__tls_version_name(p.cli), "TLSv1.2");
+  pair_free(&p);
+}
+
+static void test_tls_only_13(void **state) {
+  pair p;
+  pair_init_cfg(&p, versions_cfg(0x0304, 0x0304), &leaf, NULL, 0, 0, "localhost", 0);
+  assert_int_equal(handshake(&p), EPODE__TLS_DONE);
+  epode_tls_info info;
+  epode__tls_info(p.cli, &info);
+  assert_int_equal(info.version, 0x0304);
+  assert_null(info.tls_unique);
+  pair_free(&p);
+}
+
+static void test_tls_min_13_vs_12_server(void **state) {
+  pair p;
+  pair_init_cfg(&p, versions_cfg(0x0304, 0), &leaf, NULL, 0, TLS1_2_VERSION, "localhost", 0);
+  assert_int_equal(handshake(&p), EPODE_ERR_TLS);
+  const char *d = epode__tls_detail(p.cli);
+  assert_non_null(strstr(d, "TLS handshake with localhost failed: "));
+  assert_non_null(strstr(d, "(configured TLS versions: TLS 1.3 to newest)"));
+  assert_false(SSL_is_init_finished(p.srv));
+  pair_free(&p);
+}
+
+static void test_tls_max_12_vs_13_server(void **state) {
+  pair p;
+  pair_init_cfg(&p, versions_cfg(0, 0x0303), &leaf, NULL, TLS1_3_VERSION, 0, "localhost", 0);
+  assert_int_equal(handshake(&p), EPODE_ERR_TLS);
+  assert_non_null(
+      strstr(epode__tls_detail(p.cli), "(configured TLS versions: TLS 1.2 to TLS 1.2)"));
+  pair_free(&p);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_verify_ok_tls13),
@@ -382,6 +345,10 @@ int main(void) {
       cmocka_unit_test(test_corrupt_record_after_handshake),
       cmocka_unit_test(test_bad_cafile),
       cmocka_unit_test(test_min_version_tls12),
+      cmocka_unit_test(test_tls_max_12),
+      cmocka_unit_test(test_tls_only_13),
+      cmocka_unit_test(test_tls_min_13_vs_12_server),
+      cmocka_unit_test(test_tls_max_12_vs_13_server),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
