@@ -73,7 +73,7 @@ epode_err epode_session_send(epode_session *s, const epode_stanza *st) {
   if (!can_send(s)) return EPODE_ERR_STATE;
   char *xml;
   size_t len;
-  epode_err e = epode_stanza_to_string(st, EPODE_NS_CLIENT, &xml, &len);
+  epode_err e = epode__session_serialize(s, st, &xml, &len);
   if (e) return e;
   e = send_bytes(s, xml, len);
   epode__free(s->mem, xml);

@@ -46,6 +46,7 @@ void epode__session_log_out(epode_session *s, const char *data, size_t len) {
 }
 
 epode_err epode__session_write(epode_session *s, const char *data, size_t len) {
+  if (!len) return EPODE_OK;
   /* Compact lazily so partial writes by the transport stay O(n). */
   if (s->out_off && s->out_off == s->out.len) {
     epode__buf_reset(&s->out);
@@ -54,15 +55,62 @@ epode_err epode__session_write(epode_session *s, const char *data, size_t len) {
     epode__buf_consume(&s->out, s->out_off);
     s->out_off = 0;
   }
+  if (s->msg_tail == s->msg_cap) {
+    if (s->msg_head) { /* slide the live lengths down first */
+      memmove(s->msgs, s->msgs + s->msg_head, (s->msg_tail - s->msg_head) * sizeof *s->msgs);
+      s->msg_tail -= s->msg_head;
+      s->msg_head = 0;
+    }
+    if (s->msg_tail == s->msg_cap) {
+      size_t cap = s->msg_cap ? s->msg_cap * 2 : 16;
+      size_t *m = epode__realloc(s->mem, s->msgs, cap * sizeof *m);
+      if (!m) return EPODE_ERR_NOMEM;
+      s->msgs = m;
+      s->msg_cap = cap;
+    }
+  }
   epode_err e = epode__buf_append(&s->out, data, len);
   if (e == EPODE_ERR_LIMIT) return EPODE_ERR_QUEUE_FULL;
+  if (!e) s->msgs[s->msg_tail++] = len;
+  return e;
+}
+
+/* Adds xmlns='jabber:client' to a serialised root element that has no
+ * namespace of its own (a stanza built with ns NULL). */
+static epode_err add_client_ns(epode_session *s, char **xml, size_t *len) {
+  static const char decl[] = " xmlns='" EPODE_NS_CLIENT "'";
+  size_t at = strcspn(*xml, " />");
+  char *n = epode__alloc(s->mem, *len + sizeof decl);
+  if (!n) return EPODE_ERR_NOMEM;
+  memcpy(n, *xml, at);
+  memcpy(n + at, decl, sizeof decl - 1);
+  memcpy(n + at + sizeof decl - 1, *xml + at, *len - at + 1);
+  epode__free(s->mem, *xml);
+  *xml = n;
+  *len += sizeof decl - 1;
+  return EPODE_OK;
+}
+
+epode_err epode__session_serialize(epode_session *s, const epode_stanza *st, char **out,
+                                   size_t *len) {
+  if (s->framing == EPODE_FRAMING_STREAM) return epode_stanza_to_string(st, EPODE_NS_CLIENT, out, len);
+  /* RFC 7395 §3.3.3: no namespace is inherited from a stream header. */
+  epode_err e = epode_stanza_to_string(st, NULL, out, len);
+  const char *ns = epode_stanza_ns(st);
+  if (!e && (!ns || !*ns)) {
+    e = add_client_ns(s, out, len);
+    if (e) {
+      epode__free(s->mem, *out);
+      *out = NULL;
+    }
+  }
   return e;
 }
 
 epode_err epode__session_write_stanza(epode_session *s, const epode_stanza *st) {
   char *xml;
   size_t len;
-  epode_err e = epode_stanza_to_string(st, EPODE_NS_CLIENT, &xml, &len);
+  epode_err e = epode__session_serialize(s, st, &xml, &len);
   if (e) return e;
   e = epode__session_write(s, xml, len);
   if (!e) epode__session_log_out(s, xml, len);
@@ -78,11 +126,34 @@ const void *epode_session_peek_output(const epode_session *s, size_t *len) {
 
 void epode_session_consume_output(epode_session *s, size_t n) {
   size_t avail = s->out.len - s->out_off;
-  s->out_off += n < avail ? n : avail;
+  if (n > avail) n = avail;
+  s->out_off += n;
+  /* Advance the message boundaries past what the transport took. */
+  while (n && s->msg_head < s->msg_tail) {
+    size_t left = s->msgs[s->msg_head] - s->msg_done;
+    if (n >= left) {
+      n -= left;
+      s->msg_head++;
+      s->msg_done = 0;
+    } else {
+      s->msg_done += n;
+      n = 0;
+    }
+  }
   if (s->out_off == s->out.len) {
     epode__buf_reset(&s->out);
     s->out_off = 0;
+    s->msg_head = s->msg_tail = s->msg_done = 0;
   }
+}
+
+const void *epode_session_peek_message(const epode_session *s, size_t *len) {
+  if (s->msg_head == s->msg_tail) {
+    if (len) *len = 0;
+    return NULL;
+  }
+  if (len) *len = s->msgs[s->msg_head] - s->msg_done;
+  return s->out.data + s->out_off;
 }
 
 size_t epode_session_output_len(const epode_session *s) { return s->out.len - s->out_off; }
@@ -117,6 +188,17 @@ static void finish_closed(epode_session *s) {
   emit(s, EPODE_EV_CLOSED);
 }
 
+/* Our end of the stream: </stream:stream>, or <close/> when framed. */
+static epode_err write_close(epode_session *s) {
+  static const char tag[] = "</stream:stream>";
+  static const char framed[] = "<close xmlns='" EPODE_NS_FRAMING "'/>";
+  const char *t = s->framing == EPODE_FRAMING_STREAM ? tag : framed;
+  size_t n = s->framing == EPODE_FRAMING_STREAM ? sizeof tag - 1 : sizeof framed - 1;
+  epode_err e = epode__session_write(s, t, n);
+  if (!e) epode__session_log_out(s, t, n);
+  return e;
+}
+
 epode_err epode__session_fail(epode_session *s, epode_err err, const char *stream_cond,
                               const char *condition, const char *text, const char *fmt, ...) {
   if (s->state == EPODE_STATE_CLOSED) return err;
@@ -141,21 +223,20 @@ epode_err epode__session_fail(epode_session *s, epode_err err, const char *strea
   epode__log(s->cfg, EPODE_LOG_ERROR, "session", "%s: %s", epode_strerror(err), detail);
 
   /* Tell the peer why, if the stream is still open in our direction. */
-  if (stream_cond && s->state >= EPODE_STATE_OPENING && s->state < EPODE_STATE_CLOSING &&
-      s->neg != NEG_WAIT_TLS) {
+  int stream_open = s->state >= EPODE_STATE_OPENING && s->state < EPODE_STATE_CLOSING &&
+                    s->neg != NEG_WAIT_TLS;
+  if (stream_cond && stream_open) {
     char buf[256];
     int n = snprintf(buf, sizeof buf,
-                     "<stream:error><%s xmlns='" EPODE_NS_STREAM_ERRORS
-                     "'/></stream:error></stream:stream>",
+                     s->framing == EPODE_FRAMING_STREAM
+                         ? "<stream:error><%s xmlns='" EPODE_NS_STREAM_ERRORS "'/></stream:error>"
+                         : "<stream:error xmlns:stream='" EPODE_NS_STREAMS "'><%s xmlns='" EPODE_NS_STREAM_ERRORS
+                           "'/></stream:error>",
                      stream_cond);
     if (n > 0 && (size_t)n < sizeof buf && !epode__session_write(s, buf, (size_t)n))
       epode__session_log_out(s, buf, (size_t)n);
-  } else if (s->state >= EPODE_STATE_OPENING && s->state < EPODE_STATE_CLOSING &&
-             s->neg != NEG_WAIT_TLS && err != EPODE_ERR_EOF) {
-    static const char close_tag[] = "</stream:stream>";
-    if (!epode__session_write(s, close_tag, sizeof close_tag - 1))
-      epode__session_log_out(s, close_tag, sizeof close_tag - 1);
   }
+  if (stream_open && (stream_cond || err != EPODE_ERR_EOF)) write_close(s);
   emit(s, EPODE_EV_ERROR);
   finish_closed(s);
   return err;
@@ -169,7 +250,9 @@ static epode_err open_stream(epode_session *s) {
   epode__buf hdr;
   epode__buf_init(&hdr, s->mem, 0);
   const char *domain = epode_jid_domain(s->jid);
-  epode_err e = epode__buf_append_str(&hdr, "<?xml version='1.0'?><stream:stream to='");
+  int framed = s->framing != EPODE_FRAMING_STREAM;
+  epode_err e = epode__buf_append_str(&hdr, framed ? "<open xmlns='" EPODE_NS_FRAMING "' to='"
+                                                   : "<?xml version='1.0'?><stream:stream to='");
   if (!e) e = epode__buf_append_escaped(&hdr, domain, strlen(domain), 1);
   if (!e && s->secure && epode_jid_local(s->jid)) {
     /* RFC 6120 §4.7.1: include 'from' once the stream is protected. */
@@ -178,8 +261,9 @@ static epode_err open_stream(epode_session *s) {
     if (!e) e = epode__buf_append_escaped(&hdr, bare, strlen(bare), 1);
   }
   if (!e)
-    e = epode__buf_append_str(&hdr, "' version='1.0' xml:lang='en' xmlns='" EPODE_NS_CLIENT
-                                    "' xmlns:stream='" EPODE_NS_STREAMS "'>");
+    e = epode__buf_append_str(&hdr, framed ? "' version='1.0' xml:lang='en'/>"
+                                           : "' version='1.0' xml:lang='en' xmlns='" EPODE_NS_CLIENT
+                                             "' xmlns:stream='" EPODE_NS_STREAMS "'>");
   if (!e) e = epode__session_write(s, hdr.data, hdr.len);
   if (!e) epode__session_log_out(s, hdr.data, hdr.len);
   epode__buf_free(&hdr);
@@ -191,7 +275,9 @@ static epode_err open_stream(epode_session *s) {
 /* Restarts the stream after TLS or SASL: a fresh parser document and a new
  * header (RFC 6120 §5.3.2, §6.4.6). */
 static epode_err restart_stream(epode_session *s) {
-  epode_err e = epode__xml_parser_reset(s->parser);
+  /* Framed streams restart with a new <open/>; each message is its own
+   * document, so the parser carries on. */
+  epode_err e = s->framing == EPODE_FRAMING_STREAM ? epode__xml_parser_reset(s->parser) : EPODE_OK;
   if (e) return e;
   epode__free(s->mem, s->stream_id);
   s->stream_id = NULL;
@@ -314,7 +400,13 @@ static epode_err handle_features(epode_session *s, const epode_stanza *f) {
   epode_stanza *starttls = epode_stanza_find_child(f, "starttls", EPODE_NS_TLS);
   int plaintext_ok = (s->cfg->flags & EPODE_CFG_ALLOW_PLAINTEXT) != 0;
 
-  if (!s->secure) {
+  if (!s->secure && s->framing != EPODE_FRAMING_STREAM && !plaintext_ok)
+    return epode__session_fail(s, EPODE_ERR_TLS_REQUIRED, "policy-violation", NULL, NULL,
+                               "the %s transport is not encrypted (use %s, or allow plaintext "
+                               "explicitly with EPODE_CFG_ALLOW_PLAINTEXT)",
+                               s->framing == EPODE_FRAMING_BOSH ? "BOSH http://" : "WebSocket ws://",
+                               s->framing == EPODE_FRAMING_BOSH ? "https://" : "wss://");
+  if (!s->secure && s->framing == EPODE_FRAMING_STREAM) {
     if (starttls) {
       static const char req[] = "<starttls xmlns='" EPODE_NS_TLS "'/>";
       epode_err e = epode__session_write(s, req, sizeof req - 1);
@@ -402,10 +494,46 @@ static epode_err handle_bind_reply(epode_session *s, const epode_stanza *st) {
   return become_ready(s);
 }
 
+/* RFC 7395 <open/> (the server's stream header) and <close/> (its end,
+ * possibly redirecting with see-other-uri). */
+static epode_err framing_element(epode_session *s, const epode_stanza *st) {
+  const char *name = epode_stanza_name(st);
+  if (!strcmp(name, "open")) {
+    const char *version = epode_stanza_get_attr(st, "version");
+    if (!version || strncmp(version, "1.", 2) != 0)
+      return epode__session_fail(s, EPODE_ERR_PROTOCOL, "unsupported-version", NULL, NULL,
+                                 "the server's <open/> has version '%s'; XMPP 1.0 is required",
+                                 version ? version : "(none)");
+    const char *id = epode_stanza_get_attr(st, "id");
+    if (id) {
+      epode__free(s->mem, s->stream_id);
+      s->stream_id = epode__strndup(s->mem, id, strnlen(id, EPODE_MAX_STREAM_ID_BYTES));
+    }
+    return EPODE_OK;
+  }
+  if (!strcmp(name, "close")) {
+    const char *uri = epode_stanza_get_attr(st, "see-other-uri");
+    if (uri)
+      return epode__session_fail(s, EPODE_ERR_STREAM, NULL, "see-other-uri", uri,
+                                 "the server redirects to %s", uri);
+    if (s->state == EPODE_STATE_CLOSING) {
+      finish_closed(s);
+      return EPODE_OK;
+    }
+    return epode__session_fail(s, EPODE_ERR_CLOSED, NULL, NULL, NULL,
+                               "the server closed the stream while %s",
+                               epode_state_name(s->state));
+  }
+  epode__log(s->cfg, EPODE_LOG_WARN, "session", "ignoring unknown framing element <%s/>", name);
+  return EPODE_OK;
+}
+
 static epode_err on_element(epode_session *s, const epode_stanza *st) {
   const char *name = epode_stanza_name(st), *ns = epode_stanza_ns(st);
   if (!ns) ns = "";
   if (!strcmp(name, "error") && !strcmp(ns, EPODE_NS_STREAMS)) return handle_stream_error(s, st);
+  if (s->framing != EPODE_FRAMING_STREAM && !strcmp(ns, EPODE_NS_FRAMING))
+    return framing_element(s, st);
 
   switch (s->neg) {
   case NEG_WAIT_FEATURES:
@@ -491,6 +619,8 @@ static epode_err cb_stream_end(void *ud) {
                              epode_state_name(s->state));
 }
 
+static const epode__xml_callbacks session_xml_cbs = {cb_stream_start, cb_stanza, cb_stream_end};
+
 /* ------------------------------------------------------------------ API */
 
 epode_err epode_session_new(epode_session **out, const epode_config *cfg) {
@@ -511,8 +641,7 @@ epode_err epode_session_new(epode_session **out, const epode_config *cfg) {
   epode__xml_limits lim = {(size_t)s->cfg->limits[EPODE_LIMIT_STANZA_BYTES],
                            (unsigned)s->cfg->limits[EPODE_LIMIT_DEPTH],
                            (unsigned)s->cfg->limits[EPODE_LIMIT_ATTRS]};
-  static const epode__xml_callbacks cbs = {cb_stream_start, cb_stanza, cb_stream_end};
-  if ((e = epode__xml_parser_new(&s->parser, s->mem, &lim, EPODE__XML_STREAM, &cbs, s)))
+  if ((e = epode__xml_parser_new(&s->parser, s->mem, &lim, EPODE__XML_STREAM, &session_xml_cbs, s)))
     goto fail;
   unsigned char rnd[4];
   if (s->cfg->random_fn(s->cfg->random_ud, rnd, sizeof rnd) != 0) {
@@ -536,6 +665,7 @@ void epode_session_free(epode_session *s) {
   epode__xml_parser_free(s->parser);
   epode_jid_free(s->jid);
   epode__buf_free(&s->out);
+  epode__free(m, s->msgs);
   epode__wipe(s->cb_unique, sizeof s->cb_unique);
   epode__wipe(s->cb_exporter, sizeof s->cb_exporter);
   epode__wipe(&s->scram_derived, sizeof s->scram_derived);
@@ -548,6 +678,40 @@ void epode_session_free(epode_session *s) {
     epode_config_free(cfg);
     epode__free(&mem, s);
   }
+}
+
+epode_err epode_session_set_framing(epode_session *s, epode_framing framing) {
+  if (!s || (framing != EPODE_FRAMING_STREAM && framing != EPODE_FRAMING_WEBSOCKET &&
+             framing != EPODE_FRAMING_BOSH))
+    return EPODE_ERR_INVAL;
+  if (s->state != EPODE_STATE_IDLE) return EPODE_ERR_STATE;
+  if (framing == s->framing) return EPODE_OK;
+  /* WebSocket messages are separate documents; BOSH hands us elements. */
+  epode__xml_limits lim = {(size_t)s->cfg->limits[EPODE_LIMIT_STANZA_BYTES],
+                           (unsigned)s->cfg->limits[EPODE_LIMIT_DEPTH],
+                           (unsigned)s->cfg->limits[EPODE_LIMIT_ATTRS]};
+  epode__xml_parser *p;
+  epode_err e = epode__xml_parser_new(&p, s->mem, &lim,
+                                      framing == EPODE_FRAMING_STREAM ? EPODE__XML_STREAM
+                                                                      : EPODE__XML_FRAGMENTS,
+                                      &session_xml_cbs, s);
+  if (e) return e;
+  epode__xml_parser_free(s->parser);
+  s->parser = p;
+  s->framing = framing;
+  return EPODE_OK;
+}
+
+epode_framing epode_session_framing(const epode_session *s) { return s->framing; }
+
+epode_err epode_session_recv_element(epode_session *s, const epode_stanza *el, uint64_t now_ms) {
+  if (!s || !el || epode_stanza_is_text(el)) return EPODE_ERR_INVAL;
+  if (s->framing != EPODE_FRAMING_BOSH) return EPODE_ERR_STATE;
+  if (s->state == EPODE_STATE_CLOSED || s->state == EPODE_STATE_IDLE) return EPODE_ERR_STATE;
+  s->now = now_ms;
+  log_in(s, el);
+  on_element(s, el);
+  return s->state == EPODE_STATE_CLOSED ? s->failure.err : EPODE_OK;
 }
 
 void epode_session_set_event_cb(epode_session *s, epode_event_fn fn, void *ud) {
@@ -598,7 +762,8 @@ static const char *stream_condition_for(epode_err e) {
 epode_err epode_session_recv(epode_session *s, const void *data, size_t len, uint64_t now_ms) {
   if (!s || (!data && len)) return EPODE_ERR_INVAL;
   if (s->state == EPODE_STATE_CLOSED) return EPODE_ERR_STATE;
-  if (s->state == EPODE_STATE_IDLE || s->neg == NEG_WAIT_TLS) return EPODE_ERR_STATE;
+  if (s->state == EPODE_STATE_IDLE || s->neg == NEG_WAIT_TLS || s->framing == EPODE_FRAMING_BOSH)
+    return EPODE_ERR_STATE;
   s->now = now_ms;
   epode_err e = epode__xml_parser_feed(s->parser, data, len);
   if (e && s->state != EPODE_STATE_CLOSED) {
@@ -694,10 +859,8 @@ epode_err epode_session_close(epode_session *s) {
     finish_closed(s);
     return EPODE_OK;
   }
-  static const char close_tag[] = "</stream:stream>";
-  epode_err e = epode__session_write(s, close_tag, sizeof close_tag - 1);
+  epode_err e = write_close(s);
   if (e) return e;
-  epode__session_log_out(s, close_tag, sizeof close_tag - 1);
   uint32_t t = s->cfg->timeouts[EPODE_TIMEOUT_CLOSE];
   s->close_deadline = t ? s->now + t : 0;
   epode__session_set_state(s, EPODE_STATE_CLOSING);

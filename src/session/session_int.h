@@ -73,9 +73,15 @@ struct epode_session {
   epode_jid *jid;
   uint64_t now;
 
-  /* Output: bytes [out_off, out.len) are pending. */
+  epode_framing framing;
+
+  /* Output: bytes [out_off, out.len) are pending, as messages (one
+   * top-level element each) whose lengths are msgs[msg_head..msg_tail);
+   * msg_done bytes of the first one are already consumed. */
   epode__buf out;
   size_t out_off;
+  size_t *msgs;
+  size_t msg_head, msg_tail, msg_cap, msg_done;
 
   /* Stanzas sent before READY, serialised. */
   epode__queued *q_head, *q_tail;
@@ -148,6 +154,11 @@ epode_err epode__session_fail(epode_session *s, epode_err err, const char *strea
 epode_err epode__session_write(epode_session *s, const char *data, size_t len);
 /* Serialises and writes a top-level element (and logs it). */
 epode_err epode__session_write_stanza(epode_session *s, const epode_stanza *st);
+/* Serialises a top-level element for this session's framing: on a stream
+ * the jabber:client default is implied; in WebSocket/BOSH framing every
+ * element declares its namespace. Free with epode__free(s->mem, …). */
+epode_err epode__session_serialize(epode_session *s, const epode_stanza *st, char **out,
+                                   size_t *len);
 void epode__session_log_out(epode_session *s, const char *data, size_t len);
 /* Tells the host that an app call left output (see epode_output_fn). */
 void epode__session_notify_output(epode_session *s);

@@ -5,11 +5,15 @@
  *
  *   config jid JID | config password PW | config resource R | config plaintext
  *   config limit NAME VALUE              (stanza-bytes, send-queue, sasl-rounds)
+ *   config framing websocket|bosh        (RFC 7395 / XEP-0206 framing)
  *   start plain | start tls [VERSION]    epode_session_start (tls: direct TLS)
  *   C: BYTES      the session must have written exactly these bytes next
  *                 (several C: lines in a row are concatenated)
  *   S: BYTES      fed to the session as received bytes
  *   S+ BYTES      like S:, but fed one byte at a time
+ *   M: BYTES      the session's next output message is exactly these bytes
+ *   E: XML        an element handed over by a BOSH transport
+ *                 (epode_session_recv_element)
  *   tls           answer EPODE_EV_STARTTLS: epode_session_tls_done()
  *   send XML      parse XML with the library's parser and epode_session_send
  *   close | eof | tick MS
@@ -42,6 +46,7 @@ typedef struct {
   epode_err last_send;
   uint64_t now;
   unsigned rng;
+  epode_framing framing;
 } run_ctx;
 
 static int det_random(void *ud, unsigned char *buf, size_t len) {
@@ -170,6 +175,10 @@ static void run_transcript(void **state) {
         assert_int_equal(epode_config_set_password(cfg, arg + 9), EPODE_OK);
       else if (!strncmp(arg, "resource ", 9))
         assert_int_equal(epode_config_set_resource(cfg, arg + 9), EPODE_OK);
+      else if (!strcmp(arg, "framing websocket"))
+        r.framing = EPODE_FRAMING_WEBSOCKET;
+      else if (!strcmp(arg, "framing bosh"))
+        r.framing = EPODE_FRAMING_BOSH;
       else if (!strcmp(arg, "plaintext"))
         assert_int_equal(epode_config_set_flags(cfg, EPODE_CFG_ALLOW_PLAINTEXT), EPODE_OK);
       else if (!strncmp(arg, "limit ", 6)) {
@@ -182,6 +191,7 @@ static void run_transcript(void **state) {
     } else if (!strncmp(line, "start ", 6)) {
       assert_int_equal(epode_session_new(&r.s, cfg), EPODE_OK);
       epode_session_set_event_cb(r.s, on_event, &r);
+      if (r.framing) assert_int_equal(epode_session_set_framing(r.s, r.framing), EPODE_OK);
       if (!strncmp(line + 6, "tls", 3)) {
         unsigned char exporter[32];
         memset(exporter, 0xEE, sizeof exporter);
@@ -208,6 +218,19 @@ static void run_transcript(void **state) {
         epode_session_recv(r.s, bytes, len, r.now);
       }
       free(bytes);
+    } else if (!strncmp(line, "M: ", 3)) {
+      size_t len, have;
+      char *bytes = unescape(line + 3, &len);
+      const char *msg = epode_session_peek_message(r.s, &have);
+      if (!msg || have != len || memcmp(msg, bytes, len) != 0)
+        fail_msg("%s:%d: message mismatch\n  expected: %s\n  got:      %.*s", t->path, lineno,
+                 bytes, (int)have, msg ? msg : "(none)");
+      epode_session_consume_output(r.s, have);
+      free(bytes);
+    } else if (!strncmp(line, "E: ", 3)) {
+      epode_stanza *st = parse_fragment(line + 3);
+      epode_session_recv_element(r.s, st, r.now);
+      epode_stanza_free(st);
     } else if (!strcmp(line, "tls")) {
       unsigned char unique[12];
       memset(unique, 0xAB, sizeof unique);
