@@ -75,6 +75,15 @@ static void fill_params(epode_session *s, epode__sasl_params *p, int cb_given, i
   p->server_mechs = lists_complete ? s->mech_names : NULL;
 }
 
+/* Whether cached SCRAM keys can stand in for the password: SCRAM of the
+ * same hash (the -PLUS variant shares the keys). Salt and iterations are
+ * the server's to confirm; the mechanism says precisely if they differ. */
+static int keys_fit(const epode__sasl_params *p, const char *mech) {
+  if (!p->scram_keys || strncmp(mech, "SCRAM-", 6) != 0) return 0;
+  size_t n = strlen(p->scram_keys->hash);
+  return !strncmp(mech + 6, p->scram_keys->hash, n) && (!mech[6 + n] || !strcmp(mech + 6 + n, "-PLUS"));
+}
+
 /* Why a registered mechanism the server offers is not usable, or NULL. */
 static const char *unusable(const epode_session *s, const epode__sasl_entry *m,
                             const epode__sasl_params *p) {
@@ -92,7 +101,8 @@ static const char *unusable(const epode_session *s, const epode__sasl_entry *m,
   if ((m->flags & EPODE_SASL_NEEDS_CERT) && !p->have_client_cert)
     return "no client certificate is configured";
   if ((m->flags & EPODE_SASL_NEEDS_TOKEN) && !p->oauth_token) return "no token is configured";
-  if ((m->flags & EPODE_SASL_NEEDS_PASSWORD) && (!p->password || !p->authcid))
+  if ((m->flags & EPODE_SASL_NEEDS_PASSWORD) && (!p->password || !p->authcid) &&
+      !(p->authcid && keys_fit(p, m->name)))
     return p->authcid ? "no password is configured" : "the JID has no username";
   /* An account JID means "log in as that account", not anonymously. */
   if ((m->flags & EPODE_SASL_NO_CREDS) && !(m->flags & EPODE_SASL_NEEDS_CERT) && p->authcid &&

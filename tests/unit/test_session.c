@@ -64,6 +64,8 @@ static int teardown(void **state) {
   return 0;
 }
 
+static void plain_ready(fx *f);
+
 static void start(fx *f, const epode_tls_info *tls) {
   assert_int_equal(epode_session_new(&f->s, f->cfg), EPODE_OK);
   epode_session_set_event_cb(f->s, on_event, f);
@@ -278,6 +280,55 @@ static void test_scram_sha256_full_login(void **state) {
   /* Traffic log: the SASL payloads never appear. */
   assert_non_null(strstr(f->log, "[redacted]"));
   assert_null(strstr(f->log, "r=")); /* no SCRAM attribute in clear */
+}
+
+/* Keep the derived keys instead of the password (Strophe.js/Converse do):
+ * a second login with the keys alone passes the independent server. */
+static void test_scram_derived_keys(void **state) {
+  fx *f = *state;
+  epode_tls_info tls = {0x0304, NULL, 0, NULL, 0, NULL, 0};
+  start(f, &tls);
+  scram_srv sv = {EVP_sha256(), 32, "", "", "", {0}};
+  char *v64 = scram_negotiate(f, &sv, "<mechanism>SCRAM-SHA-256</mechanism>", "SCRAM-SHA-256",
+                              "n,,", "biws");
+  char succ[512];
+  snprintf(succ, sizeof succ, "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>%s</success>",
+           v64);
+  feed(f, succ);
+  epode_scram_keys keys;
+  assert_int_equal(epode_session_scram_keys(f->s, &keys), EPODE_OK);
+  assert_string_equal(keys.hash, "SHA-256");
+  assert_int_equal(keys.iterations, 4096);
+  assert_int_equal(keys.key_len, 32);
+  assert_int_equal(keys.salt_len, 16);
+  assert_memory_equal(keys.salt, "NaCl-salt-16byte", 16);
+  epode_session_free(f->s);
+  f->s = NULL;
+
+  /* The keys, no password. */
+  epode_config_set_password(f->cfg, NULL);
+  assert_int_equal(epode_config_set_scram_keys(f->cfg, &keys), EPODE_OK);
+  start(f, &tls);
+  scram_srv sv2 = {EVP_sha256(), 32, "", "", "", {0}};
+  char *v64b = scram_negotiate(f, &sv2, "<mechanism>SCRAM-SHA-256</mechanism>"
+                                        "<mechanism>PLAIN</mechanism>",
+                               "SCRAM-SHA-256", "n,,", "biws");
+  snprintf(succ, sizeof succ, "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>%s</success>",
+           v64b);
+  feed(f, succ);
+  assert_int_equal(epode_session_failure(f->s)->err, EPODE_OK);
+  finish_bind(f);
+  assert_int_equal(f->ready, 1);
+  free(v64);
+  free(v64b);
+  /* A login that did not use SCRAM has no keys to give. */
+  epode_session_free(f->s);
+  f->s = NULL;
+  assert_int_equal(epode_config_set_scram_keys(f->cfg, NULL), EPODE_OK);
+  assert_int_equal(epode_config_set_password(f->cfg, "pencil"), EPODE_OK);
+  f->ready = 0;
+  plain_ready(f);
+  assert_int_equal(epode_session_scram_keys(f->s, &keys), EPODE_ERR_NOTFOUND);
 }
 
 static void test_scram_plus_tls_unique(void **state) {
@@ -651,6 +702,7 @@ static void test_alloc_failures(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_scram_sha256_full_login, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_scram_derived_keys, setup, teardown),
       cmocka_unit_test_setup_teardown(test_scram_plus_tls_unique, setup, teardown),
       cmocka_unit_test_setup_teardown(test_scripted_server_scram_plus_tls_exporter, setup,
                                       teardown),
