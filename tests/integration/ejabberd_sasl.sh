@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# SASL against a real ejabberd (tests/servers/ejabberd.sh): every mechanism
+# it offers, over STARTTLS and over direct TLS, each one forced with
+# --mechanisms and confirmed in the traffic log (-v shows the <auth
+# mechanism='…'> element with the payload redacted):
+#   SCRAM-SHA-1/256/512, DIGEST-MD5, PLAIN           password
+#   SCRAM-SHA-1/256/512-PLUS with --tls-max 1.2      tls-unique channel binding
+#                                                    (ejabberd 23.01 binds only
+#                                                    tls-unique, correctly only
+#                                                    on TLS 1.2)
+#   EXTERNAL with --cert/--key, one PEM, --pkcs12    client certificate, no password
+#   wrong password on each mechanism                 exit 5, not-authorized
+#   EXTERNAL as bob with alice's certificate         exit 5
+#   no --mechanisms, TLS 1.2 and TLS 1.3             what a user gets by default
+# ejabberd's listeners have tls_verify: every handshake asks for a client
+# certificate, so each password case also shows that a client without one
+# still logs in.
+#
+# The epode runs are independent, so they run EJ_PARALLEL (default 6) at a
+# time (each lasts about --timeout 1 second, which also bounds connecting and
+# logging in, so not all at once); results are then checked in a fixed order.
+# Env: EPODE_BUILD, EPODE_SRC. Prints PASS/FAIL lines, then "N passed, N failed".
+set -euo pipefail
+
+# shellcheck source=lib/common.sh
+. "$(dirname "$0")/lib/common.sh"
+
+EJ_HARNESS=$SRC/tests/servers/ejabberd.sh
+EJ_DIR=$WORK/ejabberd
+EJ_STARTED=0
+EJ_PARALLEL=${EJ_PARALLEL:-6}
+
+# Stops ejabberd, then runs common.sh's cleanup (with the exit status kept).
+ej_cleanup() {
+  local rc=$?
+  if [ "$EJ_STARTED" = 1 ]; then
+    if [ "$FAILS" != 0 ] || [ "$rc" != 0 ]; then
+      echo "--- warnings and errors in the ejabberd log ($EJ_DIR/logs/ejabberd.log)"
+      grep -E '\[(warning|error|critical)\]' "$EJ_DIR/logs/ejabberd.log" 2>/dev/null |
+        tail -n 25 || true
+    fi
+    bash "$EJ_HARNESS" stop "$EJ_DIR" || true
+  fi
+  # cleanup reads the exit status from $?; errexit would end the trap at
+  # a failing (exit), before cleanup.
+  set +e
+  (exit "$rc")
+  cleanup
+}
+trap ej_cleanup EXIT
+
+if ! EJABBERD_WATCH_PID=$$ bash "$EJ_HARNESS" start "$EJ_DIR"; then
+  echo "FAIL setup: the ejabberd test server did not start (is the Debian package ejabberd" \
+    "installed? scripts/deps.sh installs it)"
+  exit 1
+fi
+EJ_STARTED=1
+# shellcheck disable=SC1091
+. "$EJ_DIR/env"
+
+# ------------------------------------------------------------------ cases
+# launch NAME CODE REGEXES [ENV=VALUE...] -- EPODE-ARGS...
+#   Starts one epode run in the background. It passes if it exits with CODE
+#   and its stderr matches every regex in REGEXES (newline-separated).
+C_NAME=()
+C_CODE=()
+C_RES=()
+C_PID=()
+C_ERR=()
+C_OUT=()
+launch() {
+  local name=$1 code=$2 res=$3
+  shift 3
+  local i=${#C_NAME[@]}
+  while [ "$(jobs -rp | wc -l)" -ge "$EJ_PARALLEL" ]; do sleep 0.02; done
+  bg_epode "case$i" "$@"
+  C_NAME+=("$name")
+  C_CODE+=("$code")
+  C_RES+=("$res")
+  C_PID+=("$BG_PID")
+  C_ERR+=("$BG_ERR")
+  C_OUT+=("$BG_OUT")
+}
+
+check_all() {
+  local i re ok
+  for i in "${!C_NAME[@]}"; do
+    wait_rc "${C_PID[$i]}"
+    ERR=${C_ERR[$i]}
+    OUT=${C_OUT[$i]}
+    sane "${C_NAME[$i]}" || continue
+    if [ "$RC" != "${C_CODE[$i]}" ]; then
+      fail "${C_NAME[$i]}" "exit status $RC, expected ${C_CODE[$i]}" "$ERR" "$OUT"
+      continue
+    fi
+    ok=1
+    while IFS= read -r re; do
+      [ -n "$re" ] || continue
+      if ! grep -Eq -- "$re" "$ERR"; then
+        fail "${C_NAME[$i]}" "stderr does not match /$re/" "$ERR"
+        ok=0
+        break
+      fi
+    done <<<"${C_RES[$i]}"
+    [ $ok = 0 ] || pass "${C_NAME[$i]}"
+  done
+}
+
+re_mech() { printf "<auth [^>]*mechanism='%s'" "$1"; }
+LOGGED_IN_ALICE='^epode: listening as alice@localhost/'
+TLS12='TLS established: TLSv1\.2 '
+
+# Two ways in: STARTTLS on the c2s port, direct TLS (XEP-0368) on the other.
+declare -A TRANSPORT=(
+  [starttls]="--tls starttls --server 127.0.0.1:$C2S_PORT"
+  [direct]="--tls direct --server 127.0.0.1:$TLS_PORT"
+)
+COMMON=(-v --cafile "$CA_FILE" --timeout 1)
+
+for t in starttls direct; do
+  read -r -a tr <<<"${TRANSPORT[$t]}"
+
+  for m in SCRAM-SHA-1 SCRAM-SHA-256 SCRAM-SHA-512 DIGEST-MD5 PLAIN; do
+    launch "ejabberd $t $m" 0 "$(re_mech "$m")"$'\n'"$LOGGED_IN_ALICE" \
+      "EPODE_PASSWORD=$ALICE_PASSWORD" -- listen "${COMMON[@]}" "${tr[@]}" \
+      --jid "$ALICE_JID" --mechanisms "$m"
+    launch "ejabberd $t $m wrong password" 5 "$(re_mech "$m")"$'\n'"not-authorized" \
+      "EPODE_PASSWORD=not-$ALICE_PASSWORD" -- listen "${COMMON[@]}" "${tr[@]}" \
+      --jid "$ALICE_JID" --mechanisms "$m"
+  done
+
+  for m in SCRAM-SHA-1-PLUS SCRAM-SHA-256-PLUS SCRAM-SHA-512-PLUS; do
+    launch "ejabberd $t $m tls-unique" 0 \
+      "$TLS12"$'\n'"$(re_mech "$m")"$'\n'"$LOGGED_IN_ALICE" \
+      "EPODE_PASSWORD=$ALICE_PASSWORD" -- listen "${COMMON[@]}" "${tr[@]}" --tls-max 1.2 \
+      --jid "$ALICE_JID" --mechanisms "$m"
+    launch "ejabberd $t $m tls-unique wrong password" 5 \
+      "$TLS12"$'\n'"$(re_mech "$m")"$'\n'"not-authorized" \
+      "EPODE_PASSWORD=not-$ALICE_PASSWORD" -- listen "${COMMON[@]}" "${tr[@]}" --tls-max 1.2 \
+      --jid "$ALICE_JID" --mechanisms "$m"
+  done
+
+  # EXTERNAL: no password anywhere (EPODE_PASSWORD unset), no --mechanisms:
+  # a configured certificate must be enough for the default choice.
+  launch "ejabberd $t EXTERNAL --cert --key" 0 "$(re_mech EXTERNAL)"$'\n'"$LOGGED_IN_ALICE" \
+    -u EPODE_PASSWORD -- listen "${COMMON[@]}" "${tr[@]}" \
+    --jid "$ALICE_JID" --cert "$ALICE_CERT" --key "$ALICE_KEY"
+  launch "ejabberd $t EXTERNAL --cert (certificate and key in one PEM)" 0 \
+    "$(re_mech EXTERNAL)"$'\n'"$LOGGED_IN_ALICE" \
+    -u EPODE_PASSWORD -- listen "${COMMON[@]}" "${tr[@]}" \
+    --jid "$ALICE_JID" --cert "$ALICE_PEM"
+  launch "ejabberd $t EXTERNAL --pkcs12" 0 "$(re_mech EXTERNAL)"$'\n'"$LOGGED_IN_ALICE" \
+    -u EPODE_PASSWORD "EPODE_PKCS12_PASSWORD=$P12_PASSWORD" -- listen "${COMMON[@]}" "${tr[@]}" \
+    --jid "$ALICE_JID" --pkcs12 "$ALICE_P12"
+  # Configured as bob, holding alice's certificate: must not end up logged
+  # in (as anyone).
+  launch "ejabberd $t EXTERNAL bob's JID with alice's certificate" 5 "$(re_mech EXTERNAL)" \
+    -u EPODE_PASSWORD -- listen "${COMMON[@]}" "${tr[@]}" \
+    --jid "$BOB_JID" --cert "$ALICE_CERT" --key "$ALICE_KEY"
+
+  # What a user gets with no --mechanisms: the strongest offered mechanism
+  # is SCRAM-SHA-512-PLUS. On TLS 1.2 it binds tls-unique.
+  launch "ejabberd $t default mechanisms TLS 1.2" 0 \
+    "$TLS12"$'\n'"$(re_mech SCRAM-SHA-512-PLUS)"$'\n'"$LOGGED_IN_ALICE" \
+    "EPODE_PASSWORD=$ALICE_PASSWORD" -- listen "${COMMON[@]}" "${tr[@]}" --tls-max 1.2 \
+    --jid "$ALICE_JID"
+  # On TLS 1.3 ejabberd 23.01 still offers the -PLUS mechanisms but accepts
+  # none of the standard channel bindings (RFC 9266 tls-exporter,
+  # tls-server-end-point) and advertises no XEP-0440 list; a default login
+  # must still succeed.
+  launch "ejabberd $t default mechanisms TLS 1.3" 0 \
+    "TLS established: TLSv1\.3 "$'\n'"$LOGGED_IN_ALICE" \
+    "EPODE_PASSWORD=$ALICE_PASSWORD" -- listen "${COMMON[@]}" "${tr[@]}" \
+    --jid "$ALICE_JID"
+done
+
+check_all
+finish
