@@ -36,6 +36,8 @@ static const struct option shared_longopts[] = {
     {"pkcs12", required_argument, NULL, APP_OPT_PKCS12},
     {"oauth-token-cmd", required_argument, NULL, APP_OPT_OAUTH_CMD},
     {"tls-max", required_argument, NULL, APP_OPT_TLS_MAX},
+    {"url", required_argument, NULL, APP_OPT_URL},
+    {"transport", required_argument, NULL, APP_OPT_TRANSPORT},
     {"verbose", no_argument, NULL, 'v'},
     {"help", no_argument, NULL, 'h'},
 };
@@ -66,6 +68,10 @@ void app_print_account_help(FILE *f) {
         "                        a warning is printed every time)\n"
         "  --allow-plaintext     allow a server that offers no TLS (the password then\n"
         "                        crosses the network readable by anyone)\n"
+        "  --url URL             connect over WebSocket (wss://…, ws://…) or BOSH\n"
+        "                        (https://…, http://…) at this URL instead of TCP\n"
+        "  --transport T         tcp, websocket or bosh; websocket and bosh without\n"
+        "                        --url find the URL from the domain (XEP-0156)\n"
         "  --tls-max 1.2|1.3     newest TLS version to use (1.2 gives SCRAM -PLUS\n"
         "                        tls-unique channel binding on servers that bind only\n"
         "                        on TLS 1.2)\n"
@@ -142,6 +148,14 @@ int app_account_option(app_account *a, const char *cmd, int opt, const char *arg
   case APP_OPT_KEY: a->key = arg; return 1;
   case APP_OPT_PKCS12: a->pkcs12 = arg; return 1;
   case APP_OPT_OAUTH_CMD: a->oauth_cmd = arg; return 1;
+  case APP_OPT_URL: a->url = arg; return 1;
+  case APP_OPT_TRANSPORT:
+    if (strcmp(arg, "tcp") && strcmp(arg, "websocket") && strcmp(arg, "bosh")) {
+      app_usage_error(cmd, "--transport must be tcp, websocket or bosh, not '%s'", arg);
+      return -1;
+    }
+    a->transport = arg;
+    return 1;
   case APP_OPT_TLS_MAX:
     if (!strcmp(arg, "1.2"))
       a->tls_max = 0x0303;
@@ -324,6 +338,15 @@ int app_account_config(epode_config **out, app_account *a, const char *cmd) {
     what = "--pkcs12",
     err = epode_config_set_client_pkcs12(cfg, a->pkcs12, getenv("EPODE_PKCS12_PASSWORD"));
   if (!err && a->tls_max) what = "--tls-max", err = epode_config_set_tls_versions(cfg, 0, a->tls_max);
+  if (!err && a->url) what = "--url", err = epode_config_set_url(cfg, a->url);
+  if (!err && a->transport) {
+    epode_transport t = !strcmp(a->transport, "websocket") ? EPODE_TRANSPORT_WEBSOCKET
+                        : !strcmp(a->transport, "bosh")    ? EPODE_TRANSPORT_BOSH
+                                                           : EPODE_TRANSPORT_TCP;
+    what = "--transport (it must agree with --url)";
+    err = epode_config_set_transport(cfg, t);
+    if (err == EPODE_ERR_STATE) err = EPODE_ERR_INVAL;
+  }
   if (!err && a->resource) what = "--resource", err = epode_config_set_resource(cfg, a->resource);
   if (!err && a->server) what = "--server", err = epode_config_set_server(cfg, host, port);
   if (!err && a->tls)

@@ -67,6 +67,8 @@ typedef struct app_account {
   const char *pkcs12;       /* --pkcs12 FILE */
   const char *oauth_cmd;    /* --oauth-token-cmd CMD */
   int tls_max;              /* --tls-max: 0x0303 / 0x0304, 0 = default */
+  const char *url;          /* --url ws(s)://… or http(s)://… */
+  const char *transport;    /* --transport tcp|websocket|bosh */
 } app_account;
 
 /* Long-option ids for the shared options (getopt_long `val`s). Commands use
@@ -89,6 +91,8 @@ enum {
   APP_OPT_PKCS12,
   APP_OPT_OAUTH_CMD,
   APP_OPT_TLS_MAX,
+  APP_OPT_URL,
+  APP_OPT_TRANSPORT,
   APP_OPT_HELP,
   APP_OPT_COMMAND_BASE = 0x200
 };

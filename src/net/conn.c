@@ -22,6 +22,8 @@
 
 #include "epode/jid.h"
 #include "net/net.h"
+#include "net/url.h"
+#include "net/ws.h"
 #include "util/alloc.h"
 #include "util/buf.h"
 
@@ -96,6 +98,11 @@ struct epode_conn {
   int fail_set; /* our own verdict (may be EPODE_OK: closed by the app) */
   epode_failure fail;
   char fail_detail[2600];
+
+  /* WebSocket (RFC 7395): the filter between TLS/socket and the session. */
+  epode__ws *ws;
+  epode__buf wsout; /* frames (and the upgrade request) for the socket */
+  char *tls_name;   /* the name TLS verifies: the URL's host */
 
   unsigned char rbuf[READ_CHUNK];
   unsigned char pbuf[READ_CHUNK];
@@ -178,8 +185,59 @@ static void connector_close_cb(int fd, void *ud) { set_watch(ud, fd, 0); }
 static size_t pending_out(const epode_conn *c) {
   size_t n = c->tls ? c->out.len + epode__tls_out_len(c->tls) : 0;
   if ((c->phase == PH_STREAM || c->phase == PH_DRAINING) &&
-      (!c->tls || epode__tls_handshake_done(c->tls)))
-    n += epode_session_output_len(c->s);
+      (!c->tls || epode__tls_handshake_done(c->tls))) {
+    if (c->ws)
+      n += c->wsout.len + (epode__ws_open(c->ws) && !epode__ws_close_sent(c->ws)
+                               ? epode_session_output_len(c->s)
+                               : 0);
+    else n += epode_session_output_len(c->s);
+  }
+  return n;
+}
+
+/* ------------------------------------------------------------------ source */
+
+/* What flows to TLS/the socket: the session's bytes, or, over WebSocket,
+ * the session's messages framed one per WebSocket message. */
+static void ws_pull(epode_conn *c) {
+  if (!c->ws || !epode__ws_open(c->ws)) return;
+  if (epode__ws_close_sent(c->ws)) {
+    /* The WebSocket is closing: nothing more can be sent on it. */
+    size_t n = epode_session_output_len(c->s);
+    if (n) epode_session_consume_output(c->s, n);
+    return;
+  }
+  while (c->wsout.len < OUT_HIGH_WATER) {
+    size_t len;
+    const void *m = epode_session_peek_message(c->s, &len);
+    if (!m) return;
+    epode_err e = epode__ws_send(c->ws, m, len, &c->wsout);
+    if (e) {
+      c->write_failed = 1; /* reported by check_write_failed */
+      c->write_errno = ENOBUFS;
+      return;
+    }
+    epode_session_consume_output(c->s, len);
+  }
+}
+
+static const void *src_peek(epode_conn *c, size_t *len) {
+  if (!c->ws) return epode_session_peek_output(c->s, len);
+  ws_pull(c);
+  *len = c->wsout.len;
+  return c->wsout.len ? c->wsout.data : NULL;
+}
+
+static void src_consume(epode_conn *c, size_t n) {
+  if (c->ws)
+    epode__buf_consume(&c->wsout, n);
+  else
+    epode_session_consume_output(c->s, n);
+}
+
+static size_t src_len(epode_conn *c) {
+  size_t n;
+  src_peek(c, &n);
   return n;
 }
 
@@ -356,7 +414,7 @@ static void flush(epode_conn *c) {
     for (;;) {
       while (streaming && c->out.len < OUT_HIGH_WATER) {
         size_t len;
-        const void *p = epode_session_peek_output(c->s, &len);
+        const void *p = src_peek(c, &len);
         if (!len) break;
         if (len > READ_CHUNK) len = READ_CHUNK;
         epode_err e = epode__tls_write(c->tls, p, len);
@@ -364,18 +422,18 @@ static void flush(epode_conn *c) {
           fail(c, EPODE_ERR_TLS, "%s", epode__tls_detail(c->tls));
           return;
         }
-        epode_session_consume_output(c->s, len);
+        src_consume(c, len);
         if (move_tls_out(c) < 0) return;
       }
       int r = send_out(c);
       if (r <= 0) return;
-      if (!streaming || !epode_session_output_len(c->s)) return;
+      if (!streaming || !src_len(c)) return;
     }
   }
   if (c->phase != PH_STREAM && c->phase != PH_DRAINING) return;
   for (;;) {
     size_t len;
-    const void *p = epode_session_peek_output(c->s, &len);
+    const void *p = src_peek(c, &len);
     if (!len) return;
     long w = epode__sock_send(c->fd, p, len);
     if (w < 0) {
@@ -383,7 +441,7 @@ static void flush(epode_conn *c) {
       return;
     }
     if (w == 0) return;
-    epode_session_consume_output(c->s, (size_t)w);
+    src_consume(c, (size_t)w);
   }
 }
 
@@ -395,8 +453,14 @@ static void drain_step(epode_conn *c) {
   if (c->phase != PH_DRAINING) return;
   flush(c);
   if (c->phase != PH_DRAINING) return;
+  if (c->ws && epode__ws_open(c->ws) && !epode__ws_close_sent(c->ws) && !c->write_failed &&
+      !epode_session_output_len(c->s)) {
+    /* RFC 7395 §3.6: after <close/>, close the WebSocket (1000: normal). */
+    if (epode__ws_close(c->ws, 1000, &c->wsout) == EPODE_OK) flush(c);
+    if (c->phase != PH_DRAINING) return;
+  }
   if (c->tls && !c->notify_sent && !epode_session_output_len(c->s) &&
-      epode__tls_handshake_done(c->tls)) {
+      (!c->ws || !c->wsout.len) && epode__tls_handshake_done(c->tls)) {
     c->notify_sent = 1;
     epode__tls_close_notify(c->tls);
     if (move_tls_out(c) < 0) return;
@@ -459,10 +523,77 @@ static void end_call(epode_conn *c) {
 
 /* ------------------------------------------------------------------ session glue */
 
+static void start_session(epode_conn *c) {
+  epode_tls_info info;
+  if (c->tls) epode__tls_info(c->tls, &info);
+  c->session_started = 1;
+  c->depth++;
+  (void)epode_session_start(c->s, epode_now_ms(), c->tls ? &info : NULL);
+  c->depth--;
+}
+
+/* One WebSocket message: one complete element for the session. */
+static epode_err on_ws_message(void *ud, const char *msg, size_t len) {
+  epode_conn *c = ud;
+  if (!c->session_started) start_session(c);
+  if (c->session_closed) return EPODE_OK;
+  c->depth++;
+  (void)epode_session_recv(c->s, msg, len, epode_now_ms());
+  c->depth--;
+  return EPODE_OK;
+}
+
+static void handle_eof(epode_conn *c);
+
+static void feed_ws(epode_conn *c, const void *p, size_t n) {
+  int was_open = epode__ws_open(c->ws);
+  epode_err e = epode__ws_feed(c->ws, p, n, &c->wsout, on_ws_message, c);
+  if (e) {
+    int status = epode__ws_http_status(c->ws);
+    fail(c, status && status != 101 ? EPODE_ERR_CONNECT : EPODE_ERR_PROTOCOL,
+         "WebSocket %s %s: %s", was_open ? "connection to" : "upgrade at", c->peer,
+         epode__ws_errmsg(c->ws));
+    return;
+  }
+  if (!was_open && epode__ws_open(c->ws)) {
+    epode__log(c->cfg, EPODE_LOG_INFO, "net", "WebSocket open to %s (subprotocol xmpp)", c->peer);
+    if (!c->session_started) start_session(c);
+  }
+  if (epode__ws_peer_closed(c->ws) && !c->session_closed) {
+    uint16_t code = epode__ws_close_code(c->ws);
+    epode__log(c->cfg, EPODE_LOG_INFO, "net", "the server closed the WebSocket (code %u%s%s)",
+               (unsigned)code, *epode__ws_close_reason(c->ws) ? ": " : "",
+               epode__ws_close_reason(c->ws));
+  }
+  after_session(c);
+  if (c->phase == PH_STREAM && epode__ws_peer_closed(c->ws)) handle_eof(c);
+}
+
 static void feed_session(epode_conn *c, const void *p, size_t n) {
+  if (c->ws) {
+    feed_ws(c, p, n);
+    return;
+  }
   c->depth++;
   (void)epode_session_recv(c->s, p, n, epode_now_ms());
   c->depth--;
+  after_session(c);
+}
+
+/* The transport is up: over WebSocket, ask for the upgrade (the session
+ * starts once the server agreed); otherwise start the session. */
+static void transport_ready(epode_conn *c) {
+  c->phase = PH_STREAM;
+  if (c->ws) {
+    epode_err e = epode__ws_handshake(c->ws, &c->wsout);
+    if (e) {
+      fail(c, e, "cannot build the WebSocket upgrade request");
+      return;
+    }
+    flush(c);
+    return;
+  }
+  start_session(c);
   after_session(c);
 }
 
@@ -497,14 +628,13 @@ static void tls_established(epode_conn *c) {
   size_t alen = 0;
   const char *alpn = epode__tls_alpn(c->tls, &alen);
   if (alpn) epode__log(c->cfg, EPODE_LOG_DEBUG, "net", "ALPN: %.*s", (int)alen, alpn);
+  if (!c->tls_starttls) {
+    transport_ready(c);
+    return;
+  }
   c->phase = PH_STREAM;
   c->depth++;
-  if (c->tls_starttls) {
-    (void)epode_session_tls_done(c->s, &info, epode_now_ms());
-  } else {
-    c->session_started = 1;
-    (void)epode_session_start(c->s, epode_now_ms(), &info);
-  }
+  (void)epode_session_tls_done(c->s, &info, epode_now_ms());
   c->depth--;
   after_session(c);
 }
@@ -527,8 +657,10 @@ static void step_handshake(epode_conn *c) {
 
 static void start_tls(epode_conn *c, int starttls) {
   char detail[1024];
-  epode_err e =
-      epode__tls_new(&c->tls, c->cfg, epode_jid_domain(c->jid), !starttls, detail, sizeof detail);
+  /* Over WebSocket, TLS is HTTPS: the URL's host is verified and ALPN
+   * xmpp-client (XEP-0368) does not apply. */
+  const char *name = c->tls_name ? c->tls_name : epode_jid_domain(c->jid);
+  epode_err e = epode__tls_new(&c->tls, c->cfg, name, !starttls && !c->ws, detail, sizeof detail);
   if (e) {
     fail(c, e == EPODE_ERR_NOMEM ? e : EPODE_ERR_TLS, "%s", detail);
     return;
@@ -538,7 +670,7 @@ static void start_tls(epode_conn *c, int starttls) {
   uint32_t t = c->cfg->timeouts[EPODE_TIMEOUT_TLS];
   c->tls_deadline = t ? epode_now_ms() + t : 0;
   epode__log(c->cfg, EPODE_LOG_INFO, "net", "TLS handshake with %s (%s, name %s)", c->peer,
-             starttls ? "STARTTLS" : "direct TLS", epode_jid_domain(c->jid));
+             c->ws ? "wss" : starttls ? "STARTTLS" : "direct TLS", name);
   emit_state(c, EPODE_STATE_TLS_HANDSHAKE);
   if (c->phase != PH_TLS) return;
   step_handshake(c);
@@ -679,16 +811,10 @@ static void advance(epode_conn *c) {
       epode__connector_free(c->k); /* fd is ours now */
       c->k = NULL;
       epode__log(c->cfg, EPODE_LOG_INFO, "net", "connected to %s", c->peer);
-      if (c->direct_tls) {
+      if (c->direct_tls)
         start_tls(c, 0);
-      } else {
-        c->phase = PH_STREAM;
-        c->session_started = 1;
-        c->depth++;
-        (void)epode_session_start(c->s, epode_now_ms(), NULL);
-        c->depth--;
-        after_session(c);
-      }
+      else
+        transport_ready(c);
       continue;
     }
     return;
@@ -722,6 +848,7 @@ epode_err epode_conn_new(epode_conn **out, const epode_config *cfg) {
   }
   c->mem = &c->cfg->mem;
   epode__buf_init(&c->out, c->mem, OUT_MAX);
+  epode__buf_init(&c->wsout, c->mem, OUT_MAX);
   if ((e = epode_jid_parse(&c->jid, c->mem, c->cfg->jid)) ||
       (e = epode_session_new(&c->s, c->cfg))) {
     epode_conn_free(c);
@@ -741,6 +868,9 @@ static void destroy(epode_conn *c) {
   epode_session_free(c->s);
   epode_jid_free(c->jid);
   epode__buf_free(&c->out);
+  epode__buf_free(&c->wsout);
+  epode__ws_free(c->ws);
+  epode__free(c->mem, c->tls_name);
   epode__free(c->mem, c->w);
   epode__free(c->mem, c->dns_servers);
   epode_config *cfg = c->cfg;
@@ -797,17 +927,57 @@ epode_err epode__conn_set_dns_servers(epode_conn *c, const char *csv) {
   return EPODE_OK;
 }
 
+/* Sets the connection up for a ws:// or wss:// URL: where to connect, what
+ * TLS verifies, the filter and the session's framing. */
+static epode_err setup_websocket(epode_conn *c) {
+  epode__url u;
+  const char *why;
+  if (epode__url_parse(c->cfg->url, &u, &why) != EPODE_OK) {
+    snprintf(c->fail_detail, sizeof c->fail_detail, "bad WebSocket URL %s: %s", c->cfg->url, why);
+    return EPODE_ERR_INVAL;
+  }
+  char host_header[300];
+  epode__url_host_header(&u, host_header, sizeof host_header);
+  epode_err e = epode_config_set_server(c->cfg, u.host, u.port);
+  if (!e) e = epode_config_set_tls_mode(c->cfg, u.tls ? EPODE_TLS_DIRECT : EPODE_TLS_STARTTLS);
+  if (!e && !(c->tls_name = epode__strdup(c->mem, u.host))) e = EPODE_ERR_NOMEM;
+  if (!e)
+    e = epode__ws_new(&c->ws, c->mem, host_header, u.path, c->cfg->random_fn, c->cfg->random_ud);
+  if (!e)
+    epode__ws_set_max_message(c->ws, (size_t)c->cfg->limits[EPODE_LIMIT_STANZA_BYTES]);
+  if (!e) e = epode_session_set_framing(c->s, EPODE_FRAMING_WEBSOCKET);
+  if (e) snprintf(c->fail_detail, sizeof c->fail_detail, "cannot set up the WebSocket transport");
+  return e;
+}
+
 epode_err epode_conn_connect(epode_conn *c) {
   if (!c) return EPODE_ERR_INVAL;
   if (c->phase != PH_IDLE) return EPODE_ERR_STATE;
   epode_err e;
+  if (c->cfg->transport == EPODE_TRANSPORT_WEBSOCKET && c->cfg->url && !c->ws) {
+    if ((e = setup_websocket(c))) {
+      c->fail_set = 1;
+      c->fail.err = e;
+      c->fail.detail = c->fail_detail;
+      return e;
+    }
+  } else if (c->cfg->transport != EPODE_TRANSPORT_TCP) {
+    snprintf(c->fail_detail, sizeof c->fail_detail,
+             c->cfg->url ? "the BOSH transport is not available in this build"
+                         : "no URL for the %s transport (discovery is not available yet)",
+             c->cfg->transport == EPODE_TRANSPORT_BOSH ? "BOSH" : "WebSocket");
+    c->fail_set = 1;
+    c->fail.err = EPODE_ERR_INVAL;
+    c->fail.detail = c->fail_detail;
+    return EPODE_ERR_INVAL;
+  }
   if ((c->cfg->cafile && !(c->cfg->flags & EPODE_CFG_TLS_NO_VERIFY)) ||
       epode__config_has_client_cert(c->cfg)) {
     /* Find a bad CA file or client certificate now rather than after DNS
      * and TCP. */
     epode__tls *probe = NULL;
-    e = epode__tls_new(&probe, c->cfg, epode_jid_domain(c->jid), 0, c->fail_detail,
-                       sizeof c->fail_detail);
+    e = epode__tls_new(&probe, c->cfg, c->tls_name ? c->tls_name : epode_jid_domain(c->jid), 0,
+                       c->fail_detail, sizeof c->fail_detail);
     epode__tls_free(probe);
     if (e) {
       c->fail_set = 1;
