@@ -34,7 +34,9 @@
 #         OAUTH_JID=alice@oauth.localhost, OAUTH_TOKEN (the one token the
 #           validator accepts), OAUTH_PORT OAUTH_PID OAUTH_LOG (validator)
 #       Prosody requests (never requires) a client certificate, verified
-#       against CA_FILE.
+#       against CA_FILE and, if the environment has PROSODY_CLIENT_CA=FILE
+#       (PEM, one or more CAs), those CAs too (tests/integration/cert_recipe.sh
+#       makes its own CA). CA_KEY (the test CA's key) is in DIR/env as well.
 #       Exits non-zero, with nothing left running, if anything fails.
 #       With PROSODY_WATCH_PID=PID in the environment, a small watchdog
 #       stops the server once that process is gone (a test killed with
@@ -156,7 +158,7 @@ DNS:$OAUTH_DOMAIN,IP:127.0.0.1" localhost
 
 cert_env() { # DIR
   local d=$1
-  printf 'CA_FILE=%q\n' "$d/certs/ca.crt"
+  printf 'CA_FILE=%q\nCA_KEY=%q\n' "$d/certs/ca.crt" "$d/certs/ca.key"
   printf 'SERVER_CERT=%q\nSERVER_KEY=%q\n' "$d/certs/server/localhost.crt" \
     "$d/certs/server/localhost.key"
   printf 'UNTRUSTED_CA_FILE=%q\n' "$d/certs/untrusted-ca.crt"
@@ -240,7 +242,7 @@ ssl = {
   -- Client certificates (SASL EXTERNAL): request one, never require it
   -- (the core default verifyext "lsec_continue" goes on without one or with
   -- a bad one; mod_auth_ccert then looks at the verification result).
-  cafile = "$d/certs/ca.crt";
+  cafile = "$d/certs/client-cas.pem";
   verify = { "peer"; "client_once" };
   -- The core default "lsec_ignore_purpose" checks client certificates as if
   -- they were server certificates: one with extendedKeyUsage=clientAuth
@@ -362,6 +364,12 @@ cmd_start() {
   [ ! -e "$dir/env" ] || die "$dir already holds a server (stop it first)"
   mkdir -p "$dir/data"
   make_certs "$dir"
+  cp "$dir/certs/ca.crt" "$dir/certs/client-cas.pem"
+  if [ -n "${PROSODY_CLIENT_CA:-}" ]; then
+    grep -q -- "-----BEGIN CERTIFICATE-----" "$PROSODY_CLIENT_CA" 2>/dev/null ||
+      die "PROSODY_CLIENT_CA=$PROSODY_CLIENT_CA is not a PEM certificate file"
+    cat "$PROSODY_CLIENT_CA" >>"$dir/certs/client-cas.pem"
+  fi
 
   local ports c2s tls try
   for try in 1 2 3 4 5; do
