@@ -149,6 +149,8 @@ for mode in starttls direct; do
   spawn "$p EXTERNAL certificate for another domain" -- --jid "$CLIENT_JID" \
     --cert "$OTHERDOMAIN_CERT" --key "$OTHERDOMAIN_KEY" "${T[@]}"
   spawn "$p EXTERNAL without a certificate" EPODE_PASSWORD=unused -- --jid "$CLIENT_JID" "${T[@]}"
+  spawn "$p EXTERNAL bob's JID with alice's certificate" -- --jid "bob@$CCERT_DOMAIN" \
+    --cert "$CLIENT_CERT" --key "$CLIENT_KEY" "${T[@]}"
   spawn "$p wrong password" EPODE_PASSWORD="not-$ALICE_PASSWORD" -- --jid "$ALICE_JID" "${T[@]}"
   spawn "$p --mechanisms not offered" "${PW[@]}" -- --jid "$ALICE_JID" --mechanisms DIGEST-MD5 \
     "${T[@]}"
@@ -196,6 +198,11 @@ for mode in starttls direct; do
     "authentication failed \(not-authorized\).*EXTERNAL" EXTERNAL
   bad "$p EXTERNAL without a certificate" 5 \
     "offers \[EXTERNAL\].*EXTERNAL \(no client certificate is configured\)" -
+  # Configured as bob, holding alice's certificate: must not end up logged
+  # in at all, in particular not as alice (the server takes the account from
+  # the certificate when the authzid is empty).
+  bad "$p EXTERNAL bob's JID with alice's certificate" 5 "authentication failed.*EXTERNAL" \
+    EXTERNAL
   bad "$p wrong password" 5 \
     "authentication failed \(not-authorized\).*\[mechanism SCRAM-SHA-256\]" SCRAM-SHA-256
   bad "$p --mechanisms not offered" 5 \
