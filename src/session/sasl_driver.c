@@ -47,8 +47,13 @@ static void fill_params(epode_session *s, epode__sasl_params *p, int cb_given, i
   s->sasl_tls.version = s->tls_version;
   s->sasl_tls.tls_unique = s->cb_unique_len ? s->cb_unique : NULL;
   s->sasl_tls.tls_unique_len = s->cb_unique_len;
-  s->sasl_tls.tls_exporter = s->cb_exporter_len ? s->cb_exporter : NULL;
-  s->sasl_tls.tls_exporter_len = s->cb_exporter_len;
+  /* A server that offers -PLUS on TLS 1.3 without saying (XEP-0440) which
+   * binding it accepts may know only tls-unique, undefined on TLS 1.3
+   * (ejabberd 23.01 rejects tls-exporter): do not bind then, and say we
+   * don't (gs2 'n') rather than risk a login that cannot succeed. */
+  int exporter_ok = s->cb_exporter_len && !(s->tls_version >= 0x0304 && !cb_given && offers_plus);
+  s->sasl_tls.tls_exporter = exporter_ok ? s->cb_exporter : NULL;
+  s->sasl_tls.tls_exporter_len = exporter_ok ? s->cb_exporter_len : 0;
   s->sasl_tls.tls_server_end_point = s->cb_endpoint_len ? s->cb_endpoint : NULL;
   s->sasl_tls.tls_server_end_point_len = s->cb_endpoint_len;
 

@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "epode_limits.h"
 #include "session/session_int.h"
@@ -468,6 +469,18 @@ static epode_err handle_bind_reply(epode_session *s, const epode_stanza *st) {
     return epode__session_fail(s, EPODE_ERR_BIND, "undefined-condition", NULL, NULL,
                                "the server's bind result has no valid full JID ('%s')",
                                jid ? jid : "");
+  }
+  /* With EXTERNAL the server picks the identity from the certificate: make
+   * sure it is the account we were asked to log in as. */
+  if (s->mech_name && !strcmp(s->mech_name, "EXTERNAL") && !s->cfg->authzid &&
+      strcasecmp(epode_jid_bare(parsed), epode_jid_bare(s->jid)) != 0) {
+    char got[EPODE_MAX_JID_BYTES + 1];
+    snprintf(got, sizeof got, "%s", epode_jid_bare(parsed));
+    epode_jid_free(parsed);
+    return epode__session_fail(s, EPODE_ERR_AUTH, NULL, NULL, NULL,
+                               "the server logged the certificate in as %s, not as %s; set the "
+                               "authzid to ask for that account explicitly",
+                               got, epode_jid_bare(s->jid));
   }
   epode__free(s->mem, s->bound_jid);
   s->bound_jid = epode__strdup(s->mem, epode_jid_full(parsed));

@@ -165,6 +165,23 @@ static void test_policy(void **state) {
   epode_config_free(cfg);
 }
 
+/* -PLUS on TLS 1.3 without XEP-0440: ejabberd 23.01 offers it and accepts
+ * only its own tls-unique. Not chosen; with XEP-0440 tls-exporter, chosen. */
+static void test_plus_tls13_needs_xep0440(void **state) {
+  epode_config *cfg = base_cfg("alice@localhost");
+  epode_config_set_password(cfg, "pw");
+  epode_session *s;
+  char *auth = offer(&s, cfg,
+                     "<mechanism>SCRAM-SHA-256-PLUS</mechanism><mechanism>SCRAM-SHA-256</mechanism>",
+                     1);
+  expect_mech(auth, "SCRAM-SHA-256");
+  /* gs2 header "n,," (base64 "biws…"): we do not bind, and say so. */
+  assert_non_null(strstr(auth, ">biws"));
+  free(auth);
+  epode_session_free(s);
+  epode_config_free(cfg);
+}
+
 static void test_no_fallback_by_default(void **state) {
   epode_config *cfg = base_cfg("alice@localhost");
   epode_config_set_password(cfg, "pw");
@@ -293,6 +310,7 @@ int main(void) {
       cmocka_unit_test(test_priority_order),     cmocka_unit_test(test_allow_list),
       cmocka_unit_test(test_priority_override),  cmocka_unit_test(test_policy),
       cmocka_unit_test(test_no_fallback_by_default), cmocka_unit_test(test_custom_mechanism),
+      cmocka_unit_test(test_plus_tls13_needs_xep0440),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,6 +6,7 @@
  *   config jid JID | config password PW | config resource R | config plaintext
  *   config limit NAME VALUE              (stanza-bytes, send-queue, sasl-rounds)
  *   config framing websocket|bosh        (RFC 7395 / XEP-0206 framing)
+ *   config cert FILE | config mechanisms LIST
  *   start plain | start tls [VERSION]    epode_session_start (tls: direct TLS)
  *   C: BYTES      the session must have written exactly these bytes next
  *                 (several C: lines in a row are concatenated)
@@ -175,6 +176,10 @@ static void run_transcript(void **state) {
         assert_int_equal(epode_config_set_password(cfg, arg + 9), EPODE_OK);
       else if (!strncmp(arg, "resource ", 9))
         assert_int_equal(epode_config_set_resource(cfg, arg + 9), EPODE_OK);
+      else if (!strncmp(arg, "cert ", 5)) /* the session never reads the file */
+        assert_int_equal(epode_config_set_client_cert(cfg, arg + 5, NULL), EPODE_OK);
+      else if (!strncmp(arg, "mechanisms ", 11))
+        assert_int_equal(epode_config_set_mechanisms(cfg, arg + 11), EPODE_OK);
       else if (!strcmp(arg, "framing websocket"))
         r.framing = EPODE_FRAMING_WEBSOCKET;
       else if (!strcmp(arg, "framing bosh"))
