@@ -17,7 +17,13 @@
  *
  * Policy: a mechanism that sends a secret (PLAIN, OAUTHBEARER) is never used
  * over an unencrypted stream unless EPODE_CFG_ALLOW_PLAINTEXT is set; a
- * -PLUS mechanism needs channel-binding data of a type the server accepts.
+ * -PLUS mechanism needs channel-binding data of a type the server accepts:
+ * one it lists (XEP-0440), or without a list, tls-unique on TLS 1.2 and
+ * tls-exporter on TLS 1.3 — but on TLS 1.3 only if the server lists its
+ * types or offers no -PLUS (servers that offer -PLUS on TLS 1.3 without a
+ * list, like ejabberd 23.01, accept only a non-standard tls-unique).
+ * With EXTERNAL and no authzid, the session is refused if the server binds
+ * the certificate to another account than the configured JID.
  *
  * A failed authentication ends the session with EPODE_ERR_AUTH, the
  * server's condition and text, and the mechanism tried — it does not walk
