@@ -308,7 +308,7 @@ static epode_err load_p12(loaded *l, const epode_config *cfg, char *err, size_t 
     int pem = has_pem(&f, "");
     reason(why, sizeof why, "malformed");
     snprintf(err, errlen, "%s is not a PKCS#12 file (%s)%s", path, why,
-             pem ? "; it looks like PEM: use epode_config_set_client_cert()" : "");
+             pem ? "; it looks like PEM: give it as a PEM certificate and key instead" : "");
     goto out;
   }
   /* PKCS12_parse tries both "no password" and "" when pw is NULL or "". */

@@ -223,7 +223,15 @@ static epode_err start_candidate(epode_session *s) {
     return epode__session_fail(s, e == EPODE_ERR_LIMIT ? EPODE_ERR_SASL_PROTOCOL : e, NULL, NULL,
                                NULL, "SASL %s could not start: %s", s->mech->name, mech_err(s));
   }
-  epode__log(s->cfg, EPODE_LOG_INFO, "sasl", "authenticating with %s", s->mech->name);
+  if (s->mech->flags & EPODE_SASL_NEEDS_CB) {
+    const unsigned char *d;
+    size_t n;
+    const char *type = epode__sasl_pick_cb(&s->sasl_ctx->p, &d, &n);
+    epode__log(s->cfg, EPODE_LOG_INFO, "sasl", "authenticating with %s (channel binding %s)",
+               s->mech->name, type ? type : "none");
+  } else {
+    epode__log(s->cfg, EPODE_LOG_INFO, "sasl", "authenticating with %s", s->mech->name);
+  }
   e = send_sasl(s, "auth", s->mech->name, &out.buf, has_initial);
   if (out.buf.data) epode__wipe(out.buf.data, out.buf.len);
   epode__buf_free(&out.buf);

@@ -478,9 +478,9 @@ static epode_err handle_bind_reply(epode_session *s, const epode_stanza *st) {
     snprintf(got, sizeof got, "%s", epode_jid_bare(parsed));
     epode_jid_free(parsed);
     return epode__session_fail(s, EPODE_ERR_AUTH, NULL, NULL, NULL,
-                               "the server logged the certificate in as %s, not as %s; set the "
-                               "authzid to ask for that account explicitly",
-                               got, epode_jid_bare(s->jid));
+                               "the server logged the certificate in as %s, not as %s; to act as "
+                               "%s, ask for it with an authorization identity (authzid)",
+                               got, epode_jid_bare(s->jid), epode_jid_bare(s->jid));
   }
   epode__free(s->mem, s->bound_jid);
   s->bound_jid = epode__strdup(s->mem, epode_jid_full(parsed));
