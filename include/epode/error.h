@@ -36,7 +36,7 @@ extern "C" {
   X(SASL_NOMECH, -41, "no acceptable SASL mechanism offered by the server")         \
   X(SASL_PROTOCOL, -42, "SASL exchange violated by the server")                      \
   X(SASL_SIGNATURE, -43, "SCRAM server signature did not verify")                    \
-  X(TLS_REQUIRED, -50, "server does not offer STARTTLS and plaintext is not allowed") \
+  X(TLS_REQUIRED, -50, "the stream would not be encrypted and plaintext is not allowed") \
   X(TLS, -51, "TLS failure")                                                          \
   X(TLS_VERIFY, -52, "server certificate verification failed")                       \
   X(DNS, -60, "DNS resolution failed")                                                \
