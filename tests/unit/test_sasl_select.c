@@ -305,12 +305,56 @@ static void test_custom_mechanism(void **state) {
   epode_config_free(cfg);
 }
 
+/* A mechanism that answers every challenge: only the session's round limit
+ * can stop a server that never stops challenging. */
+static epode_err loop_start(epode_sasl_ctx *ctx, void **state, epode_sasl_out *out) {
+  *state = NULL;
+  return EPODE_OK;
+}
+static epode_err loop_step(epode_sasl_ctx *ctx, void *state, const unsigned char *in, size_t len,
+                           epode_sasl_out *out) {
+  return epode_sasl_out_append(out, "again", 5);
+}
+static epode_err loop_success(epode_sasl_ctx *ctx, void *state, const unsigned char *in,
+                              size_t len) {
+  return EPODE_OK;
+}
+static void loop_free(epode_sasl_ctx *ctx, void *state) {}
+
+static void test_endless_challenges_cut_off(void **state) {
+  epode_sasl_mechanism loop = {EPODE_SASL_MECHANISM_VERSION, "X-LOOP", 90, EPODE_SASL_NO_CREDS,
+                               0, loop_start, loop_step, loop_success, loop_free, NULL};
+  epode_config *cfg = base_cfg("alice@localhost");
+  assert_int_equal(epode_config_add_mechanism(cfg, &loop), EPODE_OK);
+  assert_int_equal(epode_config_set_mechanisms(cfg, "X-LOOP"), EPODE_OK);
+  epode_session *s;
+  char *auth = offer(&s, cfg, "<mechanism>X-LOOP</mechanism>", 1);
+  expect_mech(auth, "X-LOOP");
+  free(auth);
+  const char *chal = "<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>AAAA</challenge>";
+  int answered = 0;
+  for (int i = 0; i < 100 && epode_session_state(s) != EPODE_STATE_CLOSED; i++) {
+    epode_session_recv(s, chal, strlen(chal), 0);
+    size_t n;
+    const char *out = epode_session_peek_output(s, &n);
+    if (out && strstr(out, "<response")) answered++;
+    epode_session_consume_output(s, n);
+  }
+  const epode_failure *f = epode_session_failure(s);
+  assert_int_equal(f->err, EPODE_ERR_SASL_PROTOCOL);
+  assert_non_null(strstr(f->detail, "more than 16 SASL challenges"));
+  assert_int_equal(answered, 16);
+  epode_session_free(s);
+  epode_config_free(cfg);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_priority_order),     cmocka_unit_test(test_allow_list),
       cmocka_unit_test(test_priority_override),  cmocka_unit_test(test_policy),
       cmocka_unit_test(test_no_fallback_by_default), cmocka_unit_test(test_custom_mechanism),
       cmocka_unit_test(test_plus_tls13_needs_xep0440),
+      cmocka_unit_test(test_endless_challenges_cut_off),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
