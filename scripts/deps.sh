@@ -6,7 +6,7 @@
 # the packages to install by hand.
 set -eu
 PKGS="build-essential cmake pkg-config libexpat1-dev libssl-dev libc-ares-dev libidn-dev
-libcmocka-dev libcurl4-openssl-dev libwslay-dev openssl prosody python3 iproute2 ca-certificates gsasl ejabberd
+libcmocka-dev libcurl4-openssl-dev openssl prosody python3 iproute2 ca-certificates gsasl ejabberd
 prosody-modules"
 check_only=0
 [ "${1:-}" = "--check" ] && check_only=1
