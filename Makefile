@@ -11,7 +11,7 @@ PREFIX ?= /usr/local
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build check unit integration asan demo install clean format
+.PHONY: all deps build check unit integration asan demo install clean format fuzz
 
 all: build
 
@@ -40,6 +40,24 @@ asan: deps $(ASAN_BUILD)/CMakeCache.txt
 
 check: build asan
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+# make fuzz: clang + libFuzzer + ASan/UBSan build of tests/fuzz/fuzz_*.c, each
+# target run FUZZ_SECONDS from its corpus; new coverage is merged back into
+# tests/fuzz/corpus/<target>/ (review and commit it). FUZZ_TARGETS narrows it.
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+FUZZ_CFLAGS = -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined \
+  -fno-omit-frame-pointer -gline-tables-only
+
+$(FUZZ_BUILD)/CMakeCache.txt:
+	CC=clang cmake -S . -B $(FUZZ_BUILD) -DEPODE_FUZZ=ON -DEPODE_UNIT_ONLY=ON \
+	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_FLAGS="$(FUZZ_CFLAGS)" \
+	  -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined"
+
+fuzz: $(FUZZ_BUILD)/CMakeCache.txt
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_all
+	sh tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 demo: build
 	@bash scripts/demo.sh $(BUILD)

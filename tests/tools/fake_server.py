@@ -28,9 +28,18 @@ Stages:
             <success/>, restart, offer bind, answer the bind request with a
             JID, wait for the client's first stanza (or 0.3 s), then send the
             payload
+  features  answer the client's stream header with our header followed by the
+            payload (usually a <stream:features/> of our making), then hold
+  starttls-tls  offer STARTTLS, answer <proceed/>, run a real TLS handshake
+            with --cert/--key, then behave like "ready"
 After: "close" (shutdown and close the socket), "hold" (keep reading until
 the client closes or --idle passes), "end" (send </stream:stream>, then wait
 for the client's and close).
+A payload may also be a function of the Peer: it then does the sending
+itself (to stream 100 MB without building it, or to answer every restart)
+and returns whether it got to the end of its script.
+READY_FEATURES names scenarios whose "ready" negotiation offers other SASL
+features than PLAIN alone.
 Standard library only; run it with /usr/bin/python3.
 """
 import argparse
@@ -116,6 +125,101 @@ SCENARIOS = {
 }
 
 
+def streamer(prefix, filler, total, suffix=b""):
+    """A payload that sends `prefix`, then `filler` repeated up to `total`
+    bytes in 64 KiB writes, then `suffix` — stopping as soon as the client
+    closes. Never holds more than one chunk. Logs how much got out."""
+    def send(p):
+        chunk = filler * max(1, 65536 // len(filler))
+        if not p.send(prefix):
+            return False
+        sent = len(prefix)
+        p.sock.settimeout(p.idle)
+        while sent < total:
+            try:
+                p.sock.sendall(chunk)
+            except (BrokenPipeError, ConnectionResetError, socket.timeout, OSError) as e:
+                p.log("streamed %d bytes before the client stopped reading (%s)" % (sent, e))
+                p.streamed = sent
+                return True
+            sent += len(chunk)
+        p.log("streamed all %d bytes" % sent)
+        p.streamed = sent
+        return p.send(suffix)
+    return send
+
+
+def restart_storm(p):
+    """After <success/>, answer every stream restart with another <success/>
+    instead of the bind features: a client that restarts on each would loop
+    forever. Up to 1000 rounds."""
+    for i in range(1000):
+        if not p.send(("<success xmlns='%s'/>" % SASL).encode()):
+            return True
+        if not p.recv_until(re.compile(rb"<(?:\w+:)?stream\b[^>]*>")):
+            p.log("client stopped restarting after %d unexpected <success/>" % (i + 1))
+            return True
+        p.streams += 1
+        if not p.send((HEADER % p.streams).encode()):
+            return True
+    return True
+
+
+def mechanisms(names):
+    return ("<stream:features><mechanisms xmlns='%s'>%s</mechanisms></stream:features>"
+            % (SASL, "".join("<mechanism>%s</mechanism>" % n for n in names))).encode()
+
+
+HOSTILE_HEADER = HEADER % 1
+# 2000 made-up mechanisms (~70 KB, under the stanza limit), PLAIN last.
+MANY_MECHS = ["X-HOSTILE-%05d" % i for i in range(2000)] + ["PLAIN"]
+READY_FEATURES = {
+    "mech-many": mechanisms(MANY_MECHS).decode(),
+}
+
+SCENARIOS.update({
+    # --- issue 7 hostile-server suite (tests/integration/hostile.sh) -------------
+    "deep-nesting": ("ready", b"<message from='eve@localhost/x'>" + b"<a>" * 100000, "hold",
+                     "a stanza nested 100000 elements deep"),
+    "huge-stanza": ("ready", streamer(b"<message from='eve@localhost/x' type='chat'><body>",
+                                      b"A", 100 * 1024 * 1024, b"</body></message>"),
+                    "hold", "a 100 MB message stanza, streamed"),
+    "endless-attr": ("ready", streamer(b"<message from='eve@localhost/x' to='", b"A",
+                                       100 * 1024 * 1024), "hold",
+                     "an attribute value that never ends (100 MB without a quote)"),
+    "overlong-utf8": ("ready", b"<message from='eve@localhost/x'><body>\xc0\xaf \xe0\x80\xaf"
+                      b"</body></message>", "hold", "overlong UTF-8 encodings of '/'"),
+    "surrogate-utf8": ("ready", b"<message from='eve@localhost/x'><body>\xed\xa0\x80</body>"
+                       b"</message>", "hold", "a UTF-16 surrogate encoded as UTF-8"),
+    "nul-byte": ("ready", b"<message from='eve@localhost/x'><body>a\x00b</body></message>",
+                 "hold", "a NUL byte inside a body"),
+    "nul-header": ("raw", b"<?xml version='1.0'?>\x00" + HOSTILE_HEADER.encode(), "hold",
+                   "a NUL byte before the stream header"),
+    "header-storm": ("header", HOSTILE_HEADER.split("?>", 1)[1].encode() * 20000, "hold",
+                     "20000 stream headers inside the stream (nested stream elements)"),
+    "decl-storm": ("header", HOSTILE_HEADER.encode() * 20000, "hold",
+                   "20000 XML declarations and stream headers inside the stream"),
+    "restart-storm": ("auth", restart_storm, "hold",
+                      "<success/>, then another <success/> after every stream restart"),
+    "early-success": ("header", ("<success xmlns='%s'/>" % SASL).encode() + FEATURES_PLAIN.encode(),
+                      "hold", "SASL <success/> before the features, before any <auth/>"),
+    "stanza-first": ("raw", b"<message from='eve@localhost/x'><body>hi</body></message>"
+                     + HOSTILE_HEADER.encode(), "hold",
+                     "a stanza before the stream header"),
+    "downgrade": ("features", mechanisms(["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"]), "hold",
+                  "STARTTLS stripped: SASL offered over the unencrypted stream"),
+    "mech-empty": ("features", mechanisms([]), "hold", "an empty SASL mechanism list"),
+    "mech-enormous": ("features", mechanisms(["X-HOSTILE-%07d" % i for i in range(100000)]),
+                      "hold", "a 3.4 MB SASL mechanism list (over the stanza limit)"),
+    "mech-many": ("ready", message("logged in past 2000 mechanisms"), "end",
+                  "2001 SASL mechanisms (70 KB), PLAIN last"),
+    "mech-long-name": ("features", mechanisms(["X-" + "N" * 100000]), "hold",
+                       "one SASL mechanism name of 100 KB"),
+    "starttls-cert": ("starttls-tls", message("hello after STARTTLS"), "end",
+                      "STARTTLS with --cert/--key (a certificate for another domain fails)"),
+})
+
+
 class Peer:
     def __init__(self, sock, idle, log):
         self.sock = sock
@@ -123,6 +227,7 @@ class Peer:
         self.buf = b""
         self.log = log
         self.streams = 0
+        self.streamed = 0
 
     def send(self, data):
         self.log("S: %r" % data[:300])
@@ -170,8 +275,8 @@ class Peer:
         self.recv_until(re.compile(rb"</(?:\w+:)?stream>"))
 
 
-def negotiate_ready(p):
-    if not p.open_stream(FEATURES_PLAIN):
+def negotiate_ready(p, features=FEATURES_PLAIN):
+    if not p.open_stream(features):
         return False
     if not p.recv_until(re.compile(rb"<auth\b[^>]*?(?:/>|>.*?</auth>)", re.S)):
         return False
@@ -235,6 +340,16 @@ def play(conn, scenario, args, log):
     if scenario == "oversized":
         payload = message("A" * (1536 * 1024))
     p = Peer(conn, args.idle, log)
+    send_payload = (lambda: payload(p)) if callable(payload) else (lambda: p.send(payload))
+    if stage == "starttls-tls":
+        if not (p.open_stream(FEATURES_STARTTLS)
+                and p.recv_until(re.compile(rb"<starttls\b[^>]*?(?:/>|>\s*</starttls>)"))
+                and p.send(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")):
+            return False
+        if p.buf:
+            log("client sent %r after <starttls/>" % p.buf[:100])
+            return False
+        stage = "tls"
     if stage == "tls":
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(args.cert, args.key)
@@ -251,22 +366,25 @@ def play(conn, scenario, args, log):
     if stage == "raw":
         if not p.recv_until(re.compile(rb"<(?:\w+:)?stream\b[^>]*>")):
             return False
-        ok = p.send(payload)
+        ok = send_payload()
     elif stage == "header":
-        ok = p.open_stream("") and p.send(payload)
+        ok = p.open_stream("") and send_payload()
+    elif stage == "features":
+        ok = p.open_stream("") and send_payload()
     elif stage == "silent":
         ok = True
     elif stage == "starttls":
         ok = (p.open_stream(FEATURES_STARTTLS)
               and p.recv_until(re.compile(rb"<starttls\b[^>]*?(?:/>|>\s*</starttls>)")) is not None
               and p.send(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-              and p.send(payload))
+              and send_payload())
     elif stage == "auth":
         ok = (p.open_stream(FEATURES_PLAIN)
               and p.recv_until(re.compile(rb"<auth\b[^>]*?(?:/>|>.*?</auth>)", re.S)) is not None
-              and p.send(payload))
+              and send_payload())
     elif stage == "ready":
-        ok = negotiate_ready(p) and p.send(payload)
+        feats = READY_FEATURES.get(scenario, FEATURES_PLAIN)
+        ok = negotiate_ready(p, feats) and send_payload()
     elif stage == "xfoo":
         ok = negotiate_xfoo(p, payload)
     else:
@@ -304,7 +422,7 @@ def main():
         return 0
     if args.scenario not in SCENARIOS:
         ap.error("--scenario must be one of: " + ", ".join(SCENARIOS))
-    if SCENARIOS[args.scenario][0] == "tls" and not (args.cert and args.key):
+    if SCENARIOS[args.scenario][0] in ("tls", "starttls-tls") and not (args.cert and args.key):
         ap.error("scenario %s needs --cert and --key" % args.scenario)
 
     logf = open(args.log, "a") if args.log else None

@@ -1,0 +1,100 @@
+/* Fuzz target: the restricted-XML push parser (src/xml/parser.c) in both
+ * modes, fed in chunks, with default and tiny limits; every stanza it
+ * delivers is serialised again and walked, so the tree code is exercised
+ * on whatever the parser accepted.
+ *
+ * Input: byte 0 picks mode (bit 0), limits (bit 1: tiny), a reset in the
+ * middle (bit 2); byte 1 the chunk size (see fz_chunk); the rest is XML. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "epode/epode.h"
+#include "fuzz_common.h"
+#include "xml/parser.h"
+
+typedef struct {
+  epode__xml_parser *p;
+  int reset_in_cb;
+  unsigned stanzas;
+} ctx;
+
+static void walk(const epode_stanza *st, unsigned depth) {
+  if (depth > 200) abort(); /* the depth limit must have stopped this */
+  if (epode_stanza_is_text(st)) {
+    (void)epode_stanza_text_len(st);
+    return;
+  }
+  (void)epode_stanza_name(st);
+  (void)epode_stanza_ns(st);
+  size_t n = epode_stanza_attr_count(st);
+  for (size_t i = 0; i < n; i++) {
+    const char *name, *value;
+    if (epode_stanza_attr_at(st, i, &name, &value) == EPODE_OK && (!name || !value)) abort();
+  }
+  (void)epode_stanza_get_attr(st, "id");
+  for (const epode_stanza *c = epode_stanza_first_child(st); c; c = epode_stanza_next_sibling(c))
+    walk(c, depth + 1);
+}
+
+static epode_err on_start(void *ud, const char *name, const char *ns, const char *default_ns,
+                          const char **attrs) {
+  (void)ud;
+  if (!name) abort();
+  (void)ns;
+  (void)default_ns;
+  for (size_t i = 0; attrs && attrs[i]; i += 2)
+    if (!attrs[i + 1]) abort();
+  return EPODE_OK;
+}
+
+static epode_err on_stanza(void *ud, epode_stanza *st) {
+  ctx *c = ud;
+  c->stanzas++;
+  walk(st, 0);
+  char *s = NULL;
+  size_t len = 0;
+  if (epode_stanza_to_string(st, "jabber:client", &s, &len) == EPODE_OK) {
+    if (strlen(s) != len) abort();
+    epode_free(NULL, s);
+  }
+  char *text = NULL;
+  if (epode_stanza_get_text(st, &text, &len) == EPODE_OK) epode_free(NULL, text);
+  epode_stanza_free(st);
+  if (c->reset_in_cb && c->stanzas == 2) return epode__xml_parser_reset(c->p);
+  return EPODE_OK;
+}
+
+static epode_err on_end(void *ud) {
+  (void)ud;
+  return EPODE_OK;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  fz_in in = {data, size};
+  uint8_t flags = fz_byte(&in), chunk = fz_byte(&in);
+  epode__xml_limits small = {512, 4, 4};
+  epode__xml_callbacks cb = {on_start, on_stanza, on_end};
+  ctx c = {NULL, (flags & 4) != 0, 0};
+  int mode = (flags & 1) ? EPODE__XML_FRAGMENTS : EPODE__XML_STREAM;
+  if (epode__xml_parser_new(&c.p, NULL, (flags & 2) ? &small : NULL, mode, &cb, &c) != EPODE_OK)
+    return 0;
+  size_t half = in.len / 2;
+  size_t off = 0;
+  while (off < in.len) {
+    size_t n = fz_chunk(chunk, in.len - off);
+    if ((flags & 8) && off < half && off + n > half) n = half - off;
+    epode_err e = epode__xml_parser_feed(c.p, (const char *)in.p + off, n);
+    if (e != EPODE_OK) {
+      if (!epode__xml_parser_errmsg(c.p)) abort();
+      /* Stays failed: a second feed must say the same. */
+      if (epode__xml_parser_feed(c.p, "<a/>", 4) == EPODE_OK) abort();
+      break;
+    }
+    off += n;
+    if ((flags & 8) && off == half) epode__xml_parser_reset(c.p);
+  }
+  (void)epode__xml_parser_pending(c.p);
+  epode__xml_parser_free(c.p);
+  return 0;
+}

@@ -1,0 +1,324 @@
+#!/usr/bin/python3
+"""Writes the hand-made seed inputs of every fuzz target into
+tests/fuzz/corpus/<target>/<sha1>. Idempotent: existing files are kept
+(libFuzzer's own finds, merged by `make fuzz`, are named the same way).
+
+    python3 tests/fuzz/make_seeds.py
+
+The session seeds replay tests/data/transcripts/*.txt as a server would
+(every S:/E: line a turn); SASL seeds are complete, valid exchanges
+(SCRAM proofs and the DIGEST-MD5 rspauth computed here), so the fuzzer
+starts from the deep end of each mechanism."""
+import base64
+import hashlib
+import hmac
+import os
+import re
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+SEP = b"\x00\xff"
+
+
+def put(target, data):
+    d = os.path.join(HERE, "corpus", target)
+    os.makedirs(d, exist_ok=True)
+    name = hashlib.sha1(data).hexdigest()
+    path = os.path.join(d, name)
+    if not os.path.exists(path):
+        with open(path, "wb") as f:
+            f.write(data)
+
+
+def unescape(s):
+    return s.replace("\\n", "\n").replace("\\\\", "\\").encode("utf-8", "surrogateescape")
+
+
+def fz_random(ctr, n):
+    """fuzz_common.h's fz_random from counter `ctr`: (bytes, new ctr)."""
+    out = bytes(((ctr + i) * 131 + 7) & 0xFF for i in range(n))
+    return out, ctr + n
+
+
+# ------------------------------------------------------------------ session
+def transcripts():
+    tdir = os.path.join(ROOT, "tests", "data", "transcripts")
+    for name in sorted(os.listdir(tdir)):
+        with open(os.path.join(tdir, name), encoding="utf-8", errors="surrogateescape") as f:
+            yield name, f.read().splitlines()
+
+
+def session_seeds():
+    stream_all = []
+    for name, lines in transcripts():
+        framing, tls, plain = 0, 0, 0
+        turns = []
+        for ln in lines:
+            if ln.startswith("config framing websocket"):
+                framing = 1
+            elif ln.startswith("config framing bosh"):
+                framing = 2
+            elif ln.startswith("config plaintext"):
+                plain = 8
+            elif ln.startswith("start tls"):
+                tls = 4
+            elif ln[:3] in ("S: ", "S+ ", "E: "):
+                turns.append(unescape(ln[3:]))
+        if not turns:
+            continue
+        body = SEP.join(turns)
+        for chunk in (0, 7):
+            put("fuzz_session", bytes([framing | tls | plain, chunk, 0]) + body)
+        if framing == 0:
+            stream_all.append(b"".join(turns))
+    # The same conversations with tiny limits, traffic logging, channel
+    # binding and a stanza queued before READY.
+    for name, lines in transcripts():
+        if name.startswith(("01_", "03_", "30_", "33_")):
+            turns = [unescape(ln[3:]) for ln in lines if ln[:3] in ("S: ", "S+ ", "E: ")]
+            fr = 1 if name.startswith("30") else 2 if name.startswith("33") else 0
+            put("fuzz_session", bytes([fr | 8 | 16 | 32 | 128, 3, 8]) + SEP.join(turns))
+            put("fuzz_session", bytes([fr | 4 | 8 | 64, 0, 0]) + SEP.join(turns))
+    # Every mechanism offered alone, each allow-list.
+    hdr = ("<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream="
+           "'http://etherx.jabber.org/streams' id='s1' from='example.org' version='1.0'>")
+    for i, mech in enumerate(["", "ANONYMOUS", "EXTERNAL", "DIGEST-MD5", "OAUTHBEARER",
+                              "SCRAM-SHA-1", "SCRAM-SHA-512-PLUS", "PLAIN"]):
+        m = mech or "SCRAM-SHA-256"
+        feats = ("<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
+                 "<mechanism>%s</mechanism></mechanisms></stream:features>" % m)
+        chal = ("<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>%s</challenge>"
+                % base64.b64encode(b"r=abc,s=QSXCR+Q6sek8bf92,i=16").decode())
+        succ = "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>"
+        put("fuzz_session", bytes([4 | 32, 0, i]) + SEP.join(
+            x.encode() for x in (hdr + feats, chal, succ)))
+    return stream_all
+
+
+# ------------------------------------------------------------------ xml
+def xml_seeds(streams):
+    for s in streams:
+        put("fuzz_xml", bytes([0, 0]) + s)
+        put("fuzz_xml", bytes([8, 5]) + s)
+    frags = [
+        b"<message xmlns='jabber:client' to='a@b' type='chat'><body>hi &amp; &#x1F44B;</body></message>",
+        b"<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='example.org' version='1.0'/>",
+        b"<iq xmlns='jabber:client' type='result' id='x'><q xmlns='urn:x' xmlns:p='urn:p' p:a='1'/></iq>",
+        b"<a><![CDATA[<not markup>]]></a><b/>",
+        b"<a xml:lang='en'>text</a>",
+    ]
+    for f in frags:
+        put("fuzz_xml", bytes([1, 0]) + f)
+        put("fuzz_xml", bytes([1 | 4, 1]) + f + f + f)
+    head = (b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+            b"xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>")
+    hostile = [
+        b"<!DOCTYPE x [<!ENTITY a 'b'>]><x>&a;</x>",
+        b"<!-- comment --><m/>",
+        b"<?pi data?><m/>",
+        b"<m>&lt;&gt;&amp;&apos;&quot;&#65;&#x42;&undefined;</m>",
+        b"<m>" + b"<d>" * 70 + b"</d>" * 70 + b"</m>",
+        b"<m " + b" ".join(b"a%d='v'" % i for i in range(70)) + b"/>",
+        b"<m>caf\xc3 \xff\xfe</m>",
+        b"<m>\xc0\xaf\xe0\x80\xaf\xf0\x80\x80\xaf</m>",
+        b"<m>a\x00b</m>",
+        b"<m a='never ending" + b"A" * 600,
+        b"<p:m/>",
+        b"text at stream level",
+        b"</stream:stream>trailing",
+        b"<stream:stream xmlns:stream='http://etherx.jabber.org/streams'>",
+    ]
+    for h in hostile:
+        put("fuzz_xml", bytes([0, 0]) + head + h)
+        put("fuzz_xml", bytes([2, 3]) + head + h)
+    put("fuzz_xml", bytes([0, 0]) + b"<?xml version='1.0' encoding='ISO-8859-1'?><s/>")
+    put("fuzz_xml", bytes([0, 0]) + b"<?xml version='1.1'?><s/>")
+
+
+# ------------------------------------------------------------------ sasl
+MECHS = ["PLAIN", "SCRAM-SHA-1", "SCRAM-SHA-256", "SCRAM-SHA-512", "SCRAM-SHA-1-PLUS",
+         "SCRAM-SHA-256-PLUS", "SCRAM-SHA-512-PLUS", "DIGEST-MD5", "ANONYMOUS", "OAUTHBEARER",
+         "EXTERNAL"]
+
+
+def scram_exchange(idx, opts, plus):
+    hname = {1: "sha1", 2: "sha256", 3: "sha512"}[(idx - 1) % 3 + 1]
+    raw, _ = fz_random(1, 24)
+    cnonce = base64.b64encode(raw).decode()
+    authzid = "admin@example.org" if opts & 2 else None
+    if plus:
+        # TLS 1.2 (opts bit 0 clear), cb types unknown: tls-unique.
+        gs2 = "p=tls-unique," + ("a=" + authzid.replace("=", "=3D").replace(",", "=2C")
+                                 if authzid else "") + ","
+        cbdata = gs2.encode() + bytes([0x11] * 12)
+    else:
+        # TLS is up and the server offered no -PLUS: "y" (RFC 5802 6).
+        gs2 = "y," + ("a=" + authzid if authzid else "") + ","
+        cbdata = gs2.encode()
+    first_bare = "n=user,r=" + cnonce
+    salt = b"saltysalt"
+    server_first = "r=%sSERVER,s=%s,i=16" % (cnonce, base64.b64encode(salt).decode())
+    final_wo = "c=%s,r=%sSERVER" % (base64.b64encode(cbdata).decode(), cnonce)
+    auth = ",".join([first_bare, server_first, final_wo]).encode()
+    salted = hashlib.pbkdf2_hmac(hname, b"pencil", salt, 16)
+    server_key = hmac.new(salted, b"Server Key", hname).digest()
+    v = base64.b64encode(hmac.new(server_key, auth, hname).digest()).decode()
+    return server_first.encode(), ("v=" + v).encode()
+
+
+def digest_exchange(opts):
+    raw, _ = fz_random(1, 24)
+    cnonce = base64.b64encode(raw).decode()
+    nonce = "OA6MG9tEQGm2hh"
+    chal = ('realm="example.org",nonce="%s",qop="auth",charset=utf-8,algorithm=md5-sess'
+            % nonce).encode()
+    h = lambda b: hashlib.md5(b).digest()
+    hx = lambda b: hashlib.md5(b).hexdigest()
+    a1 = h(b"user:example.org:pencil") + (":%s:%s" % (nonce, cnonce)).encode()
+    if opts & 2:
+        a1 += b":admin@example.org"
+    a2 = b":xmpp/example.org"
+    rsp = hx(("%s:%s:00000001:%s:auth:%s" % (hx(a1), nonce, cnonce, hx(a2))).encode())
+    return chal, ("rspauth=" + rsp).encode()
+
+
+def sasl_seeds():
+    for opts in (0, 2, 8, 1):
+        for idx in range(1, 7):
+            sf, sv = scram_exchange(idx, opts, idx >= 4)
+            put("fuzz_sasl", bytes([idx, opts]) + sf + SEP + b"S" + sv)
+            put("fuzz_sasl", bytes([idx, opts]) + sf + SEP + sv + SEP + b"S")
+        chal, rsp = digest_exchange(opts)
+        put("fuzz_sasl", bytes([7, opts]) + chal + SEP + rsp + SEP + b"S")
+        put("fuzz_sasl", bytes([7, opts]) + chal + SEP + b"S" + rsp)
+    put("fuzz_sasl", bytes([0, 0]) + b"S")
+    put("fuzz_sasl", bytes([0, 0]) + b"unexpected challenge")
+    put("fuzz_sasl", bytes([8, 0]) + b"S")
+    put("fuzz_sasl", bytes([9, 0]) + b'{"status":"invalid_token","scope":"example_scope",'
+        b'"openid-configuration":"https://example.org/.well-known/openid-configuration"}'
+        + SEP + b"S")
+    put("fuzz_sasl", bytes([9, 0]) + b"S")
+    put("fuzz_sasl", bytes([10, 0]) + b"S")
+    put("fuzz_sasl", bytes([10, 2]) + b"" + SEP + b"S")
+    put("fuzz_sasl", bytes([1, 0]) + b"r=x,s=QSXCR+Q6sek8bf92,i=4096" + SEP + b"e=other-error")
+    put("fuzz_sasl", bytes([1, 64]) + b"m=ext,r=x")
+    put("fuzz_sasl", bytes([7, 0]) + b'nonce="a",nonce="b",qop="auth-int",stale=true,maxbuf=0')
+
+
+# ------------------------------------------------------------------ ws
+def ws_frame(op, payload, fin=True, mask=None, force16=False):
+    b0 = (0x80 if fin else 0) | op
+    n = len(payload)
+    if n < 126 and not force16:
+        hdr = bytes([b0, (0x80 if mask else 0) | n])
+    elif n < 65536:
+        hdr = bytes([b0, (0x80 if mask else 0) | 126]) + struct.pack(">H", n)
+    else:
+        hdr = bytes([b0, (0x80 if mask else 0) | 127]) + struct.pack(">Q", n)
+    if mask:
+        payload = bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
+        hdr += mask
+    return hdr + payload
+
+
+def ws_seeds():
+    openel = (b"<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' from='example.org' "
+              b"id='x' version='1.0'/>")
+    frames = [
+        ws_frame(1, openel),
+        ws_frame(1, b"<mess", fin=False) + ws_frame(9, b"p") + ws_frame(0, b"age/>"),
+        ws_frame(9, b"ping!") + ws_frame(10, b"pong"),
+        ws_frame(8, struct.pack(">H", 1000) + b"bye"),
+        ws_frame(8, b""),
+        ws_frame(1, b"x" * 200, force16=True),
+        ws_frame(2, b"\x00\x01binary"),
+        ws_frame(1, b"caf\xc3\xa9 \xe2\x82"),
+        ws_frame(1, b"masked", mask=b"\x01\x02\x03\x04"),
+        bytes([0x81, 0x7f]) + struct.pack(">Q", 1 << 62),
+        bytes([0xf1, 0x00]),
+        ws_frame(8, struct.pack(">H", 1005)),
+    ]
+    for f in frames:
+        put("fuzz_ws", bytes([1, 0]) + f)
+        put("fuzz_ws", bytes([1 | 4 | 8, 3]) + ws_frame(1, openel) + ws_frame(1, b"<a/>") + f)
+    put("fuzz_ws", bytes([1 | 2, 0]) + ws_frame(1, b"y" * 100))
+    resps = [
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: xmpp\r\n\r\n",
+        b"HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+        b"HTTP/1.0 101\r\n" + b"X-Long: " + b"a" * 300 + b"\r\n\r\n",
+        b"garbage\n\n",
+    ]
+    for r in resps:
+        put("fuzz_ws", bytes([0, 0]) + r)
+        put("fuzz_ws", bytes([0, 1]) + r)
+
+
+# ------------------------------------------------------------------ jid
+def jid_seeds():
+    for j in ["alice@example.org", "alice@example.org/res", "example.org", "example.org/r/x",
+              "a@EXAMPLE.Org.", "@example.org", "alice@", "alice@example.org/", "a\"b@x",
+              "caf\u00e9@exampl\u00e9.org/\u65e5\u672c", "a@b@c", "[::1]", "a@[2001:db8::1]/r",
+              "x" * 1024 + "@example.org", "a@" + "d" * 1100, "a@b/" + "r" * 1024,
+              "a b@c", "a@b\x01", "a@..", "a@b..", "."]:
+        put("fuzz_jid", j.encode("utf-8"))
+    put("fuzz_jid", b"a@b/\xff\xfe")
+    put("fuzz_jid", b"\xc0\xafa@b")
+
+
+# ------------------------------------------------------------------ srv
+def dns_name(n):
+    if n == ".":
+        return b"\x00"
+    return b"".join(bytes([len(p)]) + p.encode() for p in n.split(".")) + b"\x00"
+
+
+def srv_rr(prio, weight, port, target):
+    rdata = struct.pack(">HHH", prio, weight, port) + dns_name(target)
+    return b"\xc0\x0c" + struct.pack(">HHIH", 33, 1, 3600, len(rdata)) + rdata
+
+
+def a_rr(addr):
+    return b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 3600, 4) + bytes(addr)
+
+
+def aaaa_rr(addr16):
+    return b"\xc0\x0c" + struct.pack(">HHIH", 28, 1, 3600, 16) + bytes(addr16)
+
+
+def srv_seeds():
+    v6 = [0x20, 0x01, 0x0d, 0xb8] + [0] * 11 + [1]
+    built = lambda rcode, rrs: bytes([rcode << 4, len(rrs)]) + b"".join(rrs)
+    addr_answers = [built(0, [a_rr([192, 0, 2, 10])]), built(0, [aaaa_rr(v6)]),
+                    built(3, []), built(0, [a_rr([192, 0, 2, 11]), a_rr([192, 0, 2, 12])])]
+    for mode in (0, 1, 2):
+        srv1 = built(0, [srv_rr(5, 10, 5223, "xmpp.example.org"),
+                         srv_rr(5, 0, 5223, "192.0.2.1")])
+        srv2 = built(0, [srv_rr(10, 60, 5222, "a.example.org"),
+                         srv_rr(10, 40, 5222, "b.example.org"),
+                         srv_rr(20, 0, 5222, "2001:db8::2")])
+        put("fuzz_srv", bytes([mode]) + SEP.join([srv1, srv2] + addr_answers * 3))
+        put("fuzz_srv", bytes([mode]) + SEP.join([built(0, [srv_rr(0, 0, 0, ".")]),
+                                                  built(3, [])] + addr_answers))
+        put("fuzz_srv", bytes([mode]) + SEP.join([built(2, []), built(0, [])]))
+        put("fuzz_srv", bytes([mode]) + SEP.join([b"\x01" + b"\x12\x34\x81\x80\x00\x01\x00\x05",
+                                                  b"\x02" + built(0, [])]))
+    many = [srv_rr(i % 3, i, 5222, "h%d.example.org" % i) for i in range(40)]
+    put("fuzz_srv", bytes([1]) + built(0, many[:40]))
+
+
+def main():
+    streams = session_seeds()
+    xml_seeds(streams)
+    sasl_seeds()
+    ws_seeds()
+    jid_seeds()
+    srv_seeds()
+    for t in sorted(os.listdir(os.path.join(HERE, "corpus"))):
+        print("%-14s %d files" % (t, len(os.listdir(os.path.join(HERE, "corpus", t)))))
+
+
+if __name__ == "__main__":
+    main()
