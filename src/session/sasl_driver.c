@@ -213,7 +213,9 @@ static epode_err start_candidate(epode_session *s) {
   s->sasl_rounds = 0;
   s->sasl_ctx->err[0] = '\0';
   epode__free(s->mem, s->mech_name);
-  s->mech_name = epode__strdup(s->mem, s->mech->name);
+  /* The name is needed later (failure reports, the EXTERNAL identity check). */
+  if (!(s->mech_name = epode__strdup(s->mem, s->mech->name)))
+    return epode__session_fail(s, EPODE_ERR_NOMEM, NULL, NULL, NULL, "SASL");
   epode_sasl_out out;
   epode__buf_init(&out.buf, s->mem, EPODE__SASL_MAX_RESPONSE);
   int has_initial = 0;
@@ -350,7 +352,10 @@ epode_err epode__sasl_handle(epode_session *s, const epode_stanza *st, int *done
 
   unsigned char *data;
   size_t len;
-  if (decode_payload(s, st, &data, &len) != EPODE_OK)
+  epode_err de = decode_payload(s, st, &data, &len);
+  if (de == EPODE_ERR_NOMEM)
+    return epode__session_fail(s, de, NULL, NULL, NULL, "out of memory decoding SASL <%s/>", name);
+  if (de != EPODE_OK)
     return epode__session_fail(s, EPODE_ERR_SASL_PROTOCOL, NULL, NULL, NULL,
                                "the server's SASL <%s/> is not valid base64", name);
 

@@ -464,7 +464,10 @@ static epode_err handle_bind_reply(epode_session *s, const epode_stanza *st) {
   epode_stanza *bind = epode_stanza_find_child(st, "bind", EPODE_NS_BIND);
   const char *jid = bind ? epode_stanza_child_text(bind, "jid") : NULL;
   epode_jid *parsed = NULL;
-  if (!jid || epode_jid_parse(&parsed, s->mem, jid) != EPODE_OK || !epode_jid_resource(parsed)) {
+  epode_err pe = jid ? epode_jid_parse(&parsed, s->mem, jid) : EPODE_ERR_JID;
+  if (pe == EPODE_ERR_NOMEM)
+    return epode__session_fail(s, pe, NULL, NULL, NULL, "out of memory reading the bind result");
+  if (pe != EPODE_OK || !epode_jid_resource(parsed)) {
     epode_jid_free(parsed);
     return epode__session_fail(s, EPODE_ERR_BIND, "undefined-condition", NULL, NULL,
                                "the server's bind result has no valid full JID ('%s')",
@@ -605,6 +608,12 @@ static epode_err on_element(epode_session *s, const epode_stanza *st) {
     return epode__session_fail(s, EPODE_ERR_PROTOCOL, "not-authorized", NULL, NULL,
                                "the server sent a <%s/> stanza before the session was ready",
                                name);
+  /* TLS and SASL elements only make sense where negotiation expects them:
+   * a <success/> out of turn is an attack or a broken server, not noise. */
+  if (!strcmp(ns, EPODE_NS_SASL) || !strcmp(ns, EPODE_NS_TLS))
+    return epode__session_fail(s, EPODE_ERR_PROTOCOL, "policy-violation", NULL, NULL,
+                               "the server sent <%s xmlns='%s'> out of turn (while %s)", name, ns,
+                               epode_state_name(s->state));
   epode__log(s->cfg, EPODE_LOG_WARN, "session", "ignoring unexpected <%s xmlns='%s'> while %s",
              name, ns, epode_state_name(s->state));
   return EPODE_OK;

@@ -84,6 +84,7 @@ struct epode__xml_parser {
 
 /* ------------------------------------------------------------ errors */
 
+__attribute__((format(printf, 4, 0)))
 static void vset_error(epode__xml_parser *p, epode_err err, int with_pos, const char *fmt,
                        va_list ap) {
   if (p->err) return;

@@ -132,6 +132,8 @@ streamed_at_most endless_attribute_early $((12 * 1024 * 1024))
 cpu_below endless_attribute_cpu 1000
 
 # --- encodings ----------------------------------------------------------------------
+check restart_storm restart-storm 1 "out of turn" listen "${PLAIN[@]}"
+check early_success early-success 1 "out of turn" listen "${PLAIN[@]}"
 check overlong_utf8 overlong-utf8 1 "UTF-8" listen "${PLAIN[@]}"
 check surrogate_utf8 surrogate-utf8 1 "UTF-8" listen "${PLAIN[@]}"
 check nul_in_body nul-byte 1 "UTF-8|NUL|malformed XML|invalid token|not well-formed" \
