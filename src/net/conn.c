@@ -21,6 +21,8 @@
 #include <unistd.h>
 
 #include "epode/jid.h"
+#include "net/bosh.h"
+#include "net/discover.h"
 #include "net/net.h"
 #include "net/url.h"
 #include "net/ws.h"
@@ -41,7 +43,17 @@
 /* How long we keep trying to deliver our last bytes after the stream ended. */
 #define DRAIN_MAX_MS 5000u
 
-enum phase { PH_IDLE = 0, PH_RESOLVING, PH_CONNECTING, PH_TLS, PH_STREAM, PH_DRAINING, PH_DONE };
+enum phase {
+  PH_IDLE = 0,
+  PH_DISCOVERING, /* XEP-0156: finding the WebSocket/BOSH URL */
+  PH_RESOLVING,
+  PH_CONNECTING,
+  PH_TLS,
+  PH_STREAM,
+  PH_BOSH, /* the BOSH transport carries the session */
+  PH_DRAINING,
+  PH_DONE
+};
 
 typedef struct watch {
   int fd;
@@ -98,6 +110,13 @@ struct epode_conn {
   int fail_set; /* our own verdict (may be EPODE_OK: closed by the app) */
   epode_failure fail;
   char fail_detail[2600];
+
+  /* XEP-0156 discovery, then BOSH (XEP-0124/0206) when the URL says so. */
+  epode__discover *disc;
+  int64_t disc_timer_at; /* absolute ms, -1 none */
+  int disc_finished;
+  epode__bosh *bosh;
+  int64_t bosh_timer_at;
 
   /* WebSocket (RFC 7395): the filter between TLS/socket and the session. */
   epode__ws *ws;
@@ -266,6 +285,12 @@ static void update_io(epode_conn *c) {
   if (c->phase != PH_DONE && c->phase != PH_IDLE && (c->kick || c->more_input))
     CONSIDER((int64_t)now);
   switch (c->phase) {
+  case PH_DISCOVERING: CONSIDER(c->disc_timer_at); break;
+  case PH_BOSH:
+    CONSIDER(c->bosh_timer_at);
+    CONSIDER(epode_session_next_deadline(c->s));
+    CONSIDER(c->close_deadline ? (int64_t)c->close_deadline : -1);
+    break;
   case PH_RESOLVING: CONSIDER(epode__dns_deadline(c->dns, now)); break;
   case PH_CONNECTING: CONSIDER(epode__connector_deadline(c->k)); break;
   case PH_TLS: CONSIDER(c->tls_deadline ? (int64_t)c->tls_deadline : -1); break;
@@ -291,6 +316,15 @@ static void update_io(epode_conn *c) {
 /* ------------------------------------------------------------------ teardown */
 
 static void shutdown_transport(epode_conn *c) {
+  if (c->disc) {
+    epode__discover_free(c->disc); /* reports its fds closed, cancels its timer */
+    c->disc = NULL;
+  }
+  if (c->bosh) {
+    epode__bosh_free(c->bosh);
+    c->bosh = NULL;
+  }
+  c->disc_timer_at = c->bosh_timer_at = -1;
   if (c->dns) {
     epode__dns_free(c->dns); /* reports its sockets closed */
     c->dns = NULL;
@@ -483,6 +517,15 @@ static void process_close(epode_conn *c) {
   c->close_started = 1;
   uint64_t now = epode_now_ms();
   switch (c->phase) {
+  case PH_BOSH:
+    if (c->session_closed) break;
+    c->depth++;
+    (void)epode_session_close(c->s);
+    c->depth--;
+    if (c->cfg->timeouts[EPODE_TIMEOUT_CLOSE])
+      c->close_deadline = now + c->cfg->timeouts[EPODE_TIMEOUT_CLOSE] + 1000u;
+    if (c->bosh) (void)epode__bosh_flush(c->bosh);
+    break;
   case PH_STREAM:
     if (c->session_closed) break;
     epode__log(c->cfg, EPODE_LOG_DEBUG, "net", "closing the stream");
@@ -493,6 +536,7 @@ static void process_close(epode_conn *c) {
       c->close_deadline = now + c->cfg->timeouts[EPODE_TIMEOUT_CLOSE] + 1000u;
     after_session(c);
     break;
+  case PH_DISCOVERING:
   case PH_RESOLVING:
   case PH_CONNECTING:
   case PH_TLS:
@@ -603,6 +647,16 @@ static void start_tls(epode_conn *c, int starttls);
  * what it asked for. */
 static void after_session(epode_conn *c) {
   if (c->phase == PH_DONE || c->phase == PH_DRAINING) return;
+  if (c->phase == PH_BOSH) {
+    /* The transport sends what the session wrote (a <close/> becomes a
+     * terminate, which ends in bosh_done). */
+    (void)epode__bosh_flush(c->bosh);
+    if (c->phase != PH_BOSH) return;
+    if (c->session_closed && !c->close_deadline) /* bound the wait for the terminate */
+      c->close_deadline = epode_now_ms() + c->cfg->timeouts[EPODE_TIMEOUT_CLOSE] + 1000u;
+    if (c->close_requested && !c->close_started && c->depth == 0) process_close(c);
+    return;
+  }
   flush(c);
   if (c->phase == PH_DONE) return;
   if (c->want_starttls && c->phase == PH_STREAM && !c->session_closed) {
@@ -764,12 +818,95 @@ static void read_input(epode_conn *c) {
   c->in_read = 0;
 }
 
+/* ------------------------------------------------------------------ BOSH, discovery */
+
+static void bosh_watch(void *ud, int fd, unsigned events) { set_watch(ud, fd, events); }
+static void bosh_timer(void *ud, int64_t ms) {
+  epode_conn *c = ud;
+  c->bosh_timer_at = ms < 0 ? -1 : (int64_t)epode_now_ms() + ms;
+}
+/* Both come as the last thing a bosh call does: freeing it here is fine. */
+static void bosh_failed(void *ud, epode_err err, const char *detail) {
+  fail(ud, err, "%s", detail);
+}
+static void bosh_done(void *ud) {
+  epode_conn *c = ud;
+  if (!c->session_closed) {
+    c->depth++;
+    (void)epode_session_eof(c->s, epode_now_ms());
+    c->depth--;
+  }
+  finish(c);
+}
+
+static epode_err start_bosh(epode_conn *c) {
+  static const epode__bosh_host hostcb = {NULL, bosh_watch, bosh_timer, bosh_failed, bosh_done};
+  epode__bosh_host h = hostcb;
+  h.ud = c;
+  epode_err e = epode__bosh_new(&c->bosh, c->cfg, c->s, c->cfg->url, &h);
+  if (e) {
+    snprintf(c->fail_detail, sizeof c->fail_detail, "cannot use the BOSH URL %s", c->cfg->url);
+    return e;
+  }
+  if (c->dns_servers) (void)epode__bosh_set_dns_servers(c->bosh, c->dns_servers);
+  snprintf(c->peer, sizeof c->peer, "%s", c->cfg->url);
+  c->phase = PH_BOSH;
+  c->session_started = 1;
+  epode__log(c->cfg, EPODE_LOG_INFO, "net", "BOSH session at %s", c->cfg->url);
+  emit_state(c, EPODE_STATE_CONNECTING);
+  /* libcurl runs the https:// TLS (verified like ours); say so, as the
+   * TCP path does with its own handshake. */
+  if (c->phase == PH_BOSH && !strncmp(c->cfg->url, "https://", 8))
+    emit_state(c, EPODE_STATE_TLS_HANDSHAKE);
+  if (c->phase != PH_BOSH) return EPODE_OK;
+  c->depth++;
+  e = epode__bosh_start(c->bosh);
+  c->depth--;
+  return EPODE_OK; /* a failure was reported through bosh_failed */
+}
+
+static void disc_io(int fd, unsigned events, void *ud) { set_watch(ud, fd, events); }
+static void disc_timer(int64_t ms, void *ud) {
+  epode_conn *c = ud;
+  c->disc_timer_at = ms < 0 ? -1 : (int64_t)epode_now_ms() + ms;
+}
+static void disc_done(void *ud, epode_err err, const char *url, const char *detail) {
+  epode_conn *c = ud;
+  c->disc_finished = 1; /* acted on in advance(), outside discovery's own call */
+  (void)err;
+  (void)url;
+  (void)detail;
+}
+
+static epode_err begin_connect(epode_conn *c);
+
 /* ------------------------------------------------------------------ state machine */
 
 static void advance(epode_conn *c) {
   for (;;) {
     /* A close asked for before the stream exists stops here (end_call). */
     if (c->close_requested && !c->close_started) return;
+    if (c->phase == PH_DISCOVERING && c->disc_finished) {
+      const char *url = NULL, *detail = NULL;
+      epode_err e = epode__discover_result(c->disc, &url, &detail);
+      if (!e && url) e = epode_config_set_url(c->cfg, url);
+      if (e) {
+        fail(c, e, "no %s endpoint for %s: %s",
+             c->cfg->transport == EPODE_TRANSPORT_BOSH ? "BOSH" : "WebSocket",
+             epode_jid_domain(c->jid), detail ? detail : epode_strerror(e));
+        return;
+      }
+      epode__log(c->cfg, EPODE_LOG_INFO, "net", "discovered %s (XEP-0156)", url);
+      epode__discover_free(c->disc);
+      c->disc = NULL;
+      c->disc_timer_at = -1;
+      c->phase = PH_IDLE;
+      if ((e = begin_connect(c))) {
+        fail(c, e, "%s", c->fail_detail[0] ? c->fail_detail : epode_strerror(e));
+        return;
+      }
+      continue;
+    }
     if (c->phase == PH_RESOLVING && epode__dns_done(c->dns)) {
       const epode__addr *addrs;
       size_t n;
@@ -839,6 +976,7 @@ epode_err epode_conn_new(epode_conn **out, const epode_config *cfg) {
   if (!c) return EPODE_ERR_NOMEM;
   c->fd = -1;
   c->timer_at = -1;
+  c->disc_timer_at = c->bosh_timer_at = -1;
   c->last_state = EPODE_STATE_IDLE;
   c->fail.detail = "no failure";
   epode_err e = epode_config_clone(&c->cfg, cfg);
@@ -950,27 +1088,33 @@ static epode_err setup_websocket(epode_conn *c) {
   return e;
 }
 
-epode_err epode_conn_connect(epode_conn *c) {
-  if (!c) return EPODE_ERR_INVAL;
-  if (c->phase != PH_IDLE) return EPODE_ERR_STATE;
+/* Checks what can be checked before the network (CA file, client
+ * certificate), then starts the transport: DNS for TCP and WebSocket, the
+ * BOSH driver, or XEP-0156 discovery first when there is no URL yet. On
+ * error, c->fail_detail says why and nothing was started. */
+static epode_err begin_connect(epode_conn *c) {
   epode_err e;
-  if (c->cfg->transport == EPODE_TRANSPORT_WEBSOCKET && c->cfg->url && !c->ws) {
-    if ((e = setup_websocket(c))) {
-      c->fail_set = 1;
-      c->fail.err = e;
-      c->fail.detail = c->fail_detail;
+  c->fail_detail[0] = '\0';
+  if (c->cfg->transport != EPODE_TRANSPORT_TCP && !c->cfg->url) {
+    e = epode__discover_new(&c->disc, c->cfg, c->cfg->transport, disc_io, disc_timer, disc_done,
+                            c);
+    if (!e && c->dns_servers) e = epode__discover_set_dns_servers(c->disc, c->dns_servers);
+    if (!e) e = epode__discover_start(c->disc, epode_jid_domain(c->jid));
+    if (e) {
+      epode__discover_free(c->disc);
+      c->disc = NULL;
+      snprintf(c->fail_detail, sizeof c->fail_detail, "cannot start XEP-0156 discovery for %s",
+               epode_jid_domain(c->jid));
       return e;
     }
-  } else if (c->cfg->transport != EPODE_TRANSPORT_TCP) {
-    snprintf(c->fail_detail, sizeof c->fail_detail,
-             c->cfg->url ? "the BOSH transport is not available in this build"
-                         : "no URL for the %s transport (discovery is not available yet)",
-             c->cfg->transport == EPODE_TRANSPORT_BOSH ? "BOSH" : "WebSocket");
-    c->fail_set = 1;
-    c->fail.err = EPODE_ERR_INVAL;
-    c->fail.detail = c->fail_detail;
-    return EPODE_ERR_INVAL;
+    c->phase = PH_DISCOVERING;
+    epode__log(c->cfg, EPODE_LOG_INFO, "net", "looking up the %s endpoint of %s (XEP-0156)",
+               c->cfg->transport == EPODE_TRANSPORT_BOSH ? "BOSH" : "WebSocket",
+               epode_jid_domain(c->jid));
+    return EPODE_OK;
   }
+  if (c->cfg->transport == EPODE_TRANSPORT_WEBSOCKET && !c->ws && (e = setup_websocket(c)))
+    return e;
   if ((c->cfg->cafile && !(c->cfg->flags & EPODE_CFG_TLS_NO_VERIFY)) ||
       epode__config_has_client_cert(c->cfg)) {
     /* Find a bad CA file or client certificate now rather than after DNS
@@ -979,13 +1123,9 @@ epode_err epode_conn_connect(epode_conn *c) {
     e = epode__tls_new(&probe, c->cfg, c->tls_name ? c->tls_name : epode_jid_domain(c->jid), 0,
                        c->fail_detail, sizeof c->fail_detail);
     epode__tls_free(probe);
-    if (e) {
-      c->fail_set = 1;
-      c->fail.err = e == EPODE_ERR_NOMEM ? e : EPODE_ERR_TLS;
-      c->fail.detail = c->fail_detail;
-      return c->fail.err;
-    }
+    if (e) return e == EPODE_ERR_NOMEM ? e : EPODE_ERR_TLS;
   }
+  if (c->cfg->transport == EPODE_TRANSPORT_BOSH) return start_bosh(c);
   if ((e = epode__dns_new(&c->dns, c->cfg, dns_sock_cb, c))) return e;
   if (c->dns_servers && (e = epode__dns_set_servers(c->dns, c->dns_servers))) {
     epode__dns_free(c->dns);
@@ -1000,10 +1140,25 @@ epode_err epode_conn_connect(epode_conn *c) {
     return e;
   }
   c->phase = PH_RESOLVING;
+  return EPODE_OK;
+}
+
+epode_err epode_conn_connect(epode_conn *c) {
+  if (!c) return EPODE_ERR_INVAL;
+  if (c->phase != PH_IDLE) return EPODE_ERR_STATE;
+  epode_err e = begin_connect(c);
+  if (e) {
+    /* Nothing started: the failure is the return value (no events). */
+    if (!c->fail_detail[0]) snprintf(c->fail_detail, sizeof c->fail_detail, "%s", epode_strerror(e));
+    c->fail_set = 1;
+    c->fail.err = e;
+    c->fail.detail = c->fail_detail;
+    return e;
+  }
   /* The rest (even a lookup that finished at once) happens from the host's
    * loop, so no terminal event fires inside this call. */
   c->kick = 1;
-  emit_state(c, EPODE_STATE_RESOLVING);
+  if (c->phase == PH_RESOLVING || c->phase == PH_DISCOVERING) emit_state(c, EPODE_STATE_RESOLVING);
   end_call(c);
   return leave(c, EPODE_OK);
 }
@@ -1017,6 +1172,12 @@ epode_err epode_conn_process_fd(epode_conn *c, int fd, unsigned events) {
   if (c->depth) return EPODE_ERR_STATE;
   uint64_t now = epode_now_ms();
   switch (c->phase) {
+  case PH_DISCOVERING: epode__discover_process_fd(c->disc, fd, events); break;
+  case PH_BOSH:
+    c->depth++;
+    (void)epode__bosh_process_fd(c->bosh, fd, events);
+    c->depth--;
+    break;
   case PH_RESOLVING: epode__dns_process_fd(c->dns, fd, events, now); break;
   case PH_CONNECTING:
     if (fd == epode__connector_fd(c->k)) epode__connector_process(c->k, now);
@@ -1044,6 +1205,35 @@ epode_err epode_conn_process_timeout(epode_conn *c) {
   c->timer_on = 0; /* the request was used */
   c->kick = 0;
   switch (c->phase) {
+  case PH_DISCOVERING:
+    if (c->disc_timer_at >= 0 && (int64_t)now >= c->disc_timer_at) {
+      c->disc_timer_at = -1;
+      epode__discover_process_timeout(c->disc);
+    }
+    break;
+  case PH_BOSH: {
+    if (c->bosh_timer_at >= 0 && (int64_t)now >= c->bosh_timer_at) {
+      c->bosh_timer_at = -1;
+      c->depth++;
+      (void)epode__bosh_process_timeout(c->bosh);
+      c->depth--;
+    }
+    if (c->phase != PH_BOSH) break;
+    int64_t d = epode_session_next_deadline(c->s);
+    if (d >= 0 && (int64_t)now >= d) {
+      c->depth++;
+      (void)epode_session_tick(c->s, now);
+      c->depth--;
+      after_session(c);
+    }
+    if (c->phase == PH_BOSH && c->close_deadline && now >= c->close_deadline) {
+      c->depth++;
+      (void)epode_session_eof(c->s, now);
+      c->depth--;
+      finish(c);
+    }
+    break;
+  }
   case PH_RESOLVING: epode__dns_process_timeout(c->dns, now); break;
   case PH_CONNECTING: epode__connector_process_timeout(c->k, now); break;
   case PH_TLS:
@@ -1092,7 +1282,7 @@ epode_err epode_conn_process_timeout(epode_conn *c) {
 epode_err epode_conn_flush(epode_conn *c) {
   if (!c) return EPODE_ERR_INVAL;
   if (c->depth) return EPODE_OK; /* flushed when the current processing ends */
-  if (c->phase != PH_STREAM) return EPODE_OK;
+  if (c->phase != PH_STREAM && c->phase != PH_BOSH) return EPODE_OK;
   after_session(c);
   end_call(c);
   return leave(c, result(c));
@@ -1104,7 +1294,7 @@ epode_err epode_conn_close(epode_conn *c) {
   if (c->close_requested) return EPODE_OK;
   c->close_requested = 1;
   if (c->depth) return EPODE_OK; /* done when the current processing ends */
-  if (c->phase == PH_STREAM) {
+  if (c->phase == PH_STREAM || c->phase == PH_BOSH) {
     process_close(c);
     end_call(c);
   } else {
@@ -1118,7 +1308,9 @@ epode_state epode_conn_state(const epode_conn *c) {
   if (!c) return EPODE_STATE_IDLE;
   switch (c->phase) {
   case PH_IDLE: return EPODE_STATE_IDLE;
+  case PH_DISCOVERING:
   case PH_RESOLVING: return EPODE_STATE_RESOLVING;
+  case PH_BOSH: return epode_session_state(c->s);
   case PH_CONNECTING: return EPODE_STATE_CONNECTING;
   case PH_TLS: return EPODE_STATE_TLS_HANDSHAKE;
   case PH_STREAM: return epode_session_state(c->s);

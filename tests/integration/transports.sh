@@ -18,7 +18,9 @@ T[tcp-starttls]="--server 127.0.0.1:$C2S_PORT --tls starttls"
 T[tcp-direct]="--server 127.0.0.1:$TLS_PORT --tls direct"
 T[ws]="--url $WS_URL --allow-plaintext"
 T[wss]="--url $WSS_URL"
-NAMES=(tcp-starttls tcp-direct ws wss)
+T[bosh-http]="--url $BOSH_URL --allow-plaintext"
+T[bosh-https]="--url $BOSH_HTTPS_URL"
+NAMES=(tcp-starttls tcp-direct ws wss bosh-http bosh-https)
 
 # 1. Log in over each transport; -v shows the mechanism and, for the framed
 # transports, the RFC 7395 <open/>.
@@ -79,6 +81,10 @@ sys.exit(0 if m["body"] == os.environ["BODY"] else 1)' "$lout"; then
 deliver tcp-starttls wss
 deliver wss tcp-direct
 deliver ws wss
+deliver bosh-https wss
+deliver wss bosh-https
+deliver bosh-http tcp-starttls
+deliver tcp-direct bosh-http
 
 # 3. Policy and errors.
 run_epode ws_refused "${ALICE[@]}" -- listen --jid "$ALICE_JID" --url "$WS_URL" --timeout 2
@@ -94,6 +100,25 @@ if sane wss_404; then
     pass "wss:// wrong path: HTTP 404 named (exit 3)"
   else fail "wss:// wrong path" "exit $RC" "$ERR"; fi
 fi
+run_epode bosh_refused "${ALICE[@]}" -- listen --jid "$ALICE_JID" --url "$BOSH_URL" --timeout 2
+if sane bosh_refused; then
+  if [ "$RC" = 4 ] && grep -q "BOSH http:// transport is not encrypted" "$ERR"; then
+    pass "BOSH http:// refused without --allow-plaintext (exit 4)"
+  else fail "BOSH http:// refused without --allow-plaintext" "exit $RC" "$ERR"; fi
+fi
+run_epode bosh_404 "${ALICE[@]}" -- listen --jid "$ALICE_JID" "${CA[@]}" \
+  --url "https://localhost:$HTTPS_PORT/no-such-endpoint" --timeout 2
+if sane bosh_404; then
+  if [ "$RC" != 0 ] && [ "$RC" -lt 128 ] && grep -q "404" "$ERR"; then
+    pass "BOSH wrong path: HTTP 404 named (exit $RC)"
+  else fail "BOSH wrong path" "exit $RC" "$ERR"; fi
+fi
+run_epode bosh_untrusted "${ALICE[@]}" -- listen --jid "$ALICE_JID" --url "$BOSH_HTTPS_URL" \
+  --timeout 2
+if sane bosh_untrusted; then
+  if [ "$RC" = 4 ]; then pass "BOSH https:// verifies the certificate (exit 4 without the CA)"
+  else fail "BOSH https:// verifies the certificate" "exit $RC" "$ERR"; fi
+fi
 run_epode wss_untrusted "${ALICE[@]}" -- listen --jid "$ALICE_JID" --url "$WSS_URL" --timeout 2
 if sane wss_untrusted; then
   if [ "$RC" = 4 ]; then pass "wss:// verifies the certificate (exit 4 without the CA)"
@@ -101,7 +126,7 @@ if sane wss_untrusted; then
 fi
 
 # 4. SASL EXTERNAL with a client certificate over the TLS transports.
-for t in wss; do
+for t in wss bosh-https; do
   # shellcheck disable=SC2086
   run_epode "external_$t" -- listen --jid "$CLIENT_JID" --cert "$CLIENT_CERT" --key "$CLIENT_KEY" \
     "${CA[@]}" ${T[$t]} --timeout 2 -v
