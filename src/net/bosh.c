@@ -687,7 +687,8 @@ static const char *condition_meaning(const char *c) {
       {"bad-request", "the server could not understand a request"},
       {"host-gone", "the domain is no longer served here"},
       {"host-unknown", "the domain is not served by this connection manager"},
-      {"improper-addressing", "the request lacked 'to' or 'route'"},
+      {"improper-addressing",
+       "no acceptable 'to' or 'route'; Prosody says so for an unknown domain"},
       {"internal-server-error", "the connection manager had an internal error"},
       {"item-not-found", "the BOSH session or rid is unknown to the server"},
       {"other-request", "another request with the same rid was received"},
@@ -924,7 +925,12 @@ static void on_complete(epode__bosh *b, req *r, CURLcode rc) {
       return;
     case CURLE_OUT_OF_MEMORY: fail(b, EPODE_ERR_NOMEM, "BOSH: curl: out of memory"); return;
     case CURLE_COULDNT_CONNECT: retry_or_fail(b, r, EPODE_ERR_CONNECT, what); return;
-    case CURLE_OPERATION_TIMEDOUT: retry_or_fail(b, r, EPODE_ERR_TIMEOUT, what); return;
+    case CURLE_OPERATION_TIMEDOUT:
+      /* Already `wait` + a margin late: once more, not three times, so a
+       * server that stopped answering shows within a few minutes. */
+      if (r->tries < BOSH_MAX_TRIES) r->tries = BOSH_MAX_TRIES - 1;
+      retry_or_fail(b, r, EPODE_ERR_TIMEOUT, what);
+      return;
     case CURLE_GOT_NOTHING: retry_or_fail(b, r, EPODE_ERR_EOF, what); return;
     case CURLE_SEND_ERROR:
     case CURLE_RECV_ERROR:
