@@ -194,6 +194,9 @@ static void on_event(const epode_event *ev, void *ud) {
     if (cl->verbose >= 2) fprintf(stderr, "epode: [state] %s\n", epode_state_name(ev->state));
     break;
   case EPODE_EV_STARTTLS: break; /* the connection does TLS itself */
+  case EPODE_EV_REDIRECT:
+    if (cl->verbose) fprintf(stderr, "epode: the server redirects to %s\n", ev->uri);
+    break;
   case EPODE_EV_READY:
     if (cl->ready || cl->closing) break;
     cl->ready = 1;

@@ -68,7 +68,12 @@ typedef enum epode_event_type {
   EPODE_EV_STARTTLS,  /* start TLS on the transport now, then epode_session_tls_done() */
   EPODE_EV_READY,     /* resource bound: ev->jid is the full JID */
   EPODE_EV_ERROR,     /* fatal: ev->failure says why; EPODE_EV_CLOSED follows */
-  EPODE_EV_CLOSED     /* stream over; ev->failure->err is EPODE_OK for a clean close */
+  EPODE_EV_CLOSED,    /* stream over; ev->failure->err is EPODE_OK for a clean close */
+  /* WebSocket: before authentication the server said to connect elsewhere
+   * (RFC 7395 see-other-uri): ev->uri. The session is back in IDLE, keeping
+   * its handlers and queued stanzas; the transport connects to ev->uri and
+   * starts it again. Followed once: a second redirect is a failure. */
+  EPODE_EV_REDIRECT
 } epode_event_type;
 
 typedef struct epode_event {
@@ -76,6 +81,7 @@ typedef struct epode_event {
   epode_state state;
   const char *jid;
   const epode_failure *failure;
+  const char *uri; /* EPODE_EV_REDIRECT only */
 } epode_event;
 
 typedef void (*epode_event_fn)(const epode_event *ev, void *ud);

@@ -122,6 +122,8 @@ struct epode_conn {
   epode__ws *ws;
   epode__buf wsout; /* frames (and the upgrade request) for the socket */
   char *tls_name;   /* the name TLS verifies: the URL's host */
+  char *redirect_to; /* see-other-uri to follow */
+  int redirects, redirect_bad;
 
   unsigned char rbuf[READ_CHUNK];
   unsigned char pbuf[READ_CHUNK];
@@ -146,6 +148,7 @@ static void emit(epode_conn *c, epode_event_type type, epode_state st, const epo
   memset(&ev, 0, sizeof ev);
   ev.type = type;
   ev.state = st;
+  ev.uri = type == EPODE_EV_REDIRECT ? c->redirect_to : NULL;
   ev.jid = epode_session_jid(c->s);
   ev.failure = f ? f : epode_conn_failure(c);
   c->depth++;
@@ -170,6 +173,12 @@ static void on_session_event(const epode_event *ev, void *ud) {
     if (!c->fail_set) emit(c, EPODE_EV_ERROR, ev->state, ev->failure);
     break;
   case EPODE_EV_CLOSED: c->session_closed = 1; break;
+  case EPODE_EV_REDIRECT:
+    /* Followed once the session call returns (after_session). */
+    if (!c->redirect_to && !c->redirects) c->redirect_to = epode__strdup(c->mem, ev->uri);
+    if (!c->redirect_to) c->redirect_bad = 1;
+    emit(c, EPODE_EV_REDIRECT, ev->state, ev->failure);
+    break;
   }
 }
 
@@ -645,8 +654,14 @@ static void start_tls(epode_conn *c, int starttls);
 
 /* After every call into the session: send what it produced, then act on
  * what it asked for. */
+static void follow_redirect(epode_conn *c);
+
 static void after_session(epode_conn *c) {
   if (c->phase == PH_DONE || c->phase == PH_DRAINING) return;
+  if ((c->redirect_to || c->redirect_bad) && c->phase == PH_STREAM) {
+    follow_redirect(c);
+    return;
+  }
   if (c->phase == PH_BOSH) {
     /* The transport sends what the session wrote (a <close/> becomes a
      * terminate, which ends in bosh_done). */
@@ -880,6 +895,49 @@ static void disc_done(void *ud, epode_err err, const char *url, const char *deta
 
 static epode_err begin_connect(epode_conn *c);
 
+/* RFC 7395 see-other-uri: drop this connection and start over at the new
+ * URL, once. The session kept its handlers and queued stanzas. */
+static void follow_redirect(epode_conn *c) {
+  char *url = c->redirect_to;
+  c->redirect_to = NULL;
+  if (c->redirect_bad || !url) {
+    fail(c, EPODE_ERR_NOMEM, "cannot follow the server's redirect");
+    return;
+  }
+  c->redirects++;
+  epode__url u;
+  const char *why = NULL;
+  if (epode__url_parse(url, &u, &why) != EPODE_OK ||
+      (strcmp(u.scheme, "ws") != 0 && strcmp(u.scheme, "wss") != 0)) {
+    fail(c, EPODE_ERR_PROTOCOL, "the server redirects to %s, which is not a WebSocket URL%s%s",
+         url, why ? ": " : "", why ? why : "");
+    epode__free(c->mem, url);
+    return;
+  }
+  epode__log(c->cfg, EPODE_LOG_INFO, "net", "following the redirect to %s", url);
+  shutdown_transport(c);
+  epode__ws_free(c->ws);
+  c->ws = NULL;
+  epode__buf_reset(&c->wsout);
+  epode__free(c->mem, c->tls_name);
+  c->tls_name = NULL;
+  epode_err e = epode_config_set_url(c->cfg, url);
+  epode__free(c->mem, url);
+  c->phase = PH_IDLE;
+  c->session_started = c->write_failed = c->want_starttls = 0;
+  c->bytes_in = 0;
+  c->first_byte = 0;
+  c->notify_sent = 0;
+  c->peer[0] = '\0';
+  if (!e) e = begin_connect(c);
+  if (e) {
+    fail(c, e, "%s", c->fail_detail[0] ? c->fail_detail : "cannot follow the redirect");
+    return;
+  }
+  c->kick = 1;
+  emit_state(c, EPODE_STATE_RESOLVING);
+}
+
 /* ------------------------------------------------------------------ state machine */
 
 static void advance(epode_conn *c) {
@@ -1009,6 +1067,7 @@ static void destroy(epode_conn *c) {
   epode__buf_free(&c->wsout);
   epode__ws_free(c->ws);
   epode__free(c->mem, c->tls_name);
+  epode__free(c->mem, c->redirect_to);
   epode__free(c->mem, c->w);
   epode__free(c->mem, c->dns_servers);
   epode_config *cfg = c->cfg;

@@ -510,6 +510,40 @@ static epode_err handle_bind_reply(epode_session *s, const epode_stanza *st) {
   return become_ready(s);
 }
 
+/* see-other-uri before we are ready: back to IDLE with handlers, pending
+ * iqs and queued stanzas kept, so the transport can start us again at the
+ * new address. Nothing is written: the transport closes the connection. */
+static epode_err redirect(epode_session *s, const char *uri) {
+  char target[2048];
+  snprintf(target, sizeof target, "%s", uri);
+  epode__log(s->cfg, EPODE_LOG_INFO, "session", "the server redirects to %s", target);
+  s->redirected = 1;
+  epode__sasl_clear(s);
+  epode__xml_parser_reset(s->parser);
+  s->neg = NEG_NONE;
+  s->authenticated = s->secure = s->session_needed = 0;
+  s->cb_unique_len = s->cb_exporter_len = s->cb_endpoint_len = 0;
+  s->neg_deadline = 0;
+  char **strs[] = {&s->stream_id, &s->bind_id, &s->session_id};
+  for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) {
+    epode__free(s->mem, *strs[i]);
+    *strs[i] = NULL;
+  }
+  epode__buf_reset(&s->out);
+  s->out_off = s->msg_head = s->msg_tail = s->msg_done = 0;
+  epode__session_set_state(s, EPODE_STATE_IDLE);
+  if (s->ev_fn) {
+    epode_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.type = EPODE_EV_REDIRECT;
+    ev.state = s->state;
+    ev.failure = &s->failure;
+    ev.uri = target;
+    s->ev_fn(&ev, s->ev_ud);
+  }
+  return EPODE_OK;
+}
+
 /* RFC 7395 <open/> (the server's stream header) and <close/> (its end,
  * possibly redirecting with see-other-uri). */
 static epode_err framing_element(epode_session *s, const epode_stanza *st) {
@@ -529,6 +563,9 @@ static epode_err framing_element(epode_session *s, const epode_stanza *st) {
   }
   if (!strcmp(name, "close")) {
     const char *uri = epode_stanza_get_attr(st, "see-other-uri");
+    if (uri && !s->redirected && s->state != EPODE_STATE_READY &&
+        s->state != EPODE_STATE_CLOSING && strlen(uri) < 2048)
+      return redirect(s, uri);
     if (uri)
       return epode__session_fail(s, EPODE_ERR_STREAM, NULL, "see-other-uri", uri,
                                  "the server redirects to %s", uri);

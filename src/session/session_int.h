@@ -136,6 +136,9 @@ struct epode_session {
   char id_prefix[9];
   uint32_t id_counter;
 
+  /* RFC 7395 see-other-uri, followed once. */
+  int redirected;
+
   /* Failure. */
   epode_failure failure;
   char *f_condition, *f_text, *f_mechanism, *f_detail;

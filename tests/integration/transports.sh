@@ -137,4 +137,37 @@ for t in wss bosh-https; do
     else fail "EXTERNAL over $t" "exit $RC" "$ERR"; fi
   fi
 done
+# 5. WebSocket see-other-uri (RFC 7395): followed once, to the real server;
+# a second redirect is a failure naming the condition.
+fake_ws() { # NAME REDIRECT CONNECTIONS
+  "$PY" "$SRC/tests/tools/fake_ws.py" --redirect "$2" --connections "$3" --idle 15 \
+    >"$WORK/fakews-$1.port" 2>"$WORK/fakews-$1.err" &
+  BG_PIDS+=($!)
+  local i
+  for i in $(seq 100); do
+    FAKE_WS_PORT=$(head -n1 "$WORK/fakews-$1.port" 2>/dev/null || true)
+    [ -n "$FAKE_WS_PORT" ] && return 0
+    sleep 0.05
+  done
+  echo "FAIL setup: fake WebSocket server did not start"
+  exit 1
+}
+fake_ws once "$WSS_URL" 1
+run_epode redirect_once "${ALICE[@]}" -- listen --jid "$ALICE_JID" "${CA[@]}" --allow-plaintext \
+  --url "ws://127.0.0.1:$FAKE_WS_PORT/xmpp-websocket" --timeout 5 -v
+if sane redirect_once; then
+  if [ "$RC" = 0 ] && grep -q "redirects to $WSS_URL" "$ERR" &&
+    grep -q "^epode: listening as alice@localhost/" "$ERR"; then
+    pass "WebSocket see-other-uri followed to the real server"
+  else fail "WebSocket see-other-uri followed" "exit $RC" "$ERR"; fi
+fi
+fake_ws loop "ws://127.0.0.1:1/xmpp-websocket" 1
+fake_ws twice "ws://127.0.0.1:$FAKE_WS_PORT/xmpp-websocket" 1
+run_epode redirect_twice "${ALICE[@]}" -- listen --jid "$ALICE_JID" --allow-plaintext \
+  --url "ws://127.0.0.1:$FAKE_WS_PORT/xmpp-websocket" --timeout 5
+if sane redirect_twice; then
+  if [ "$RC" = 7 ] && grep -q "see-other-uri" "$ERR"; then
+    pass "WebSocket see-other-uri followed only once (exit 7)"
+  else fail "WebSocket see-other-uri followed only once" "exit $RC" "$ERR"; fi
+fi
 finish

@@ -8,6 +8,7 @@
  *   config framing websocket|bosh        (RFC 7395 / XEP-0206 framing)
  *   config cert FILE | config mechanisms LIST
  *   start plain | start tls [VERSION]    epode_session_start (tls: direct TLS)
+ *   restart plain | restart tls          epode_session_start again (after a redirect)
  *   C: BYTES      the session must have written exactly these bytes next
  *                 (several C: lines in a row are concatenated)
  *   S: BYTES      fed to the session as received bytes
@@ -58,7 +59,7 @@ static int det_random(void *ud, unsigned char *buf, size_t len) {
 
 static void on_event(const epode_event *ev, void *ud) {
   run_ctx *r = ud;
-  static const char *names[] = {"STATE", "STARTTLS", "READY", "ERROR", "CLOSED"};
+  static const char *names[] = {"STATE", "STARTTLS", "READY", "ERROR", "CLOSED", "REDIRECT"};
   size_t used = strlen(r->events);
   snprintf(r->events + used, sizeof r->events - used, "%s ", names[ev->type]);
 }
@@ -205,6 +206,12 @@ static void run_transcript(void **state) {
       } else {
         assert_int_equal(epode_session_start(r.s, r.now, NULL), EPODE_OK);
       }
+    } else if (!strncmp(line, "restart ", 8)) { /* the same session, started again */
+      unsigned char exporter[32];
+      memset(exporter, 0xEE, sizeof exporter);
+      epode_tls_info info = {0x0304, NULL, 0, exporter, sizeof exporter, NULL, 0};
+      assert_int_equal(epode_session_start(r.s, r.now, strcmp(line + 8, "tls") ? NULL : &info),
+                       EPODE_OK);
     } else if (!strncmp(line, "C: ", 3)) {
       size_t len;
       char *bytes = unescape(line + 3, &len);
