@@ -619,7 +619,18 @@ static void feed_ws(epode_conn *c, const void *p, size_t n) {
                epode__ws_close_reason(c->ws));
   }
   after_session(c);
-  if (c->phase == PH_STREAM && epode__ws_peer_closed(c->ws)) handle_eof(c);
+  if (c->phase == PH_STREAM && c->ws && epode__ws_peer_closed(c->ws)) {
+    if (c->session_closed) {
+      handle_eof(c);
+      return;
+    }
+    /* RFC 7395 §3.6: a server ends the stream with <close/> first; a bare
+     * WebSocket close is a failure, with its code and reason. */
+    uint16_t code = epode__ws_close_code(c->ws);
+    const char *reason = epode__ws_close_reason(c->ws);
+    fail(c, EPODE_ERR_EOF, "the server closed the WebSocket without <close/> (code %u%s%s)",
+         (unsigned)code, *reason ? ": " : "", reason);
+  }
 }
 
 static void feed_session(epode_conn *c, const void *p, size_t n) {

@@ -139,8 +139,8 @@ for t in wss bosh-https; do
 done
 # 5. WebSocket see-other-uri (RFC 7395): followed once, to the real server;
 # a second redirect is a failure naming the condition.
-fake_ws() { # NAME REDIRECT CONNECTIONS
-  "$PY" "$SRC/tests/tools/fake_ws.py" --redirect "$2" --connections "$3" --idle 15 \
+fake_ws() { # NAME REDIRECT CONNECTIONS [MORE ARGS]
+  "$PY" "$SRC/tests/tools/fake_ws.py" --redirect "$2" --connections "$3" --idle 15 "${@:4}" \
     >"$WORK/fakews-$1.port" 2>"$WORK/fakews-$1.err" &
   BG_PIDS+=($!)
   local i
@@ -169,5 +169,15 @@ if sane redirect_twice; then
   if [ "$RC" = 7 ] && grep -q "see-other-uri" "$ERR"; then
     pass "WebSocket see-other-uri followed only once (exit 7)"
   else fail "WebSocket see-other-uri followed only once" "exit $RC" "$ERR"; fi
+fi
+# 6. A server that drops the WebSocket without <close/>: the close code and
+# reason reach the user.
+fake_ws bare "unused" 1 --close-code 1001 --reason "going away for maintenance"
+run_epode ws_bare_close "${ALICE[@]}" -- listen --jid "$ALICE_JID" --allow-plaintext \
+  --url "ws://127.0.0.1:$FAKE_WS_PORT/xmpp-websocket" --timeout 5
+if sane ws_bare_close; then
+  if [ "$RC" != 0 ] && grep -q "without <close/> (code 1001: going away for maintenance)" "$ERR"
+  then pass "WebSocket closed without <close/>: code and reason reported (exit $RC)"
+  else fail "WebSocket closed without <close/>" "exit $RC" "$ERR"; fi
 fi
 finish

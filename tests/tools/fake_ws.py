@@ -3,11 +3,13 @@
 not do on demand: redirect with see-other-uri.
 
     fake_ws.py --redirect URL [--connections N] [--idle S]
+    fake_ws.py --close-code CODE [--reason TEXT]
 
 Listens on 127.0.0.1 (port printed as line 1 of stdout), and for each of up
 to N connections (default 1): completes the HTTP upgrade (subprotocol xmpp),
 reads the client's <open/>, answers with <open/> and
-<close see-other-uri='URL'/>, then closes. Standard library only."""
+<close see-other-uri='URL'/>, then closes; with --close-code it instead ends
+with a bare WebSocket close frame (no <close/>). Standard library only."""
 import argparse
 import base64
 import hashlib
@@ -47,7 +49,9 @@ def frame(text):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--redirect", required=True)
+    ap.add_argument("--redirect")
+    ap.add_argument("--close-code", type=int)
+    ap.add_argument("--reason", default="")
     ap.add_argument("--connections", type=int, default=1)
     ap.add_argument("--idle", type=float, default=20)
     a = ap.parse_args()
@@ -82,8 +86,12 @@ def main():
             sys.stderr.write("fake_ws: client sent %s\n" % opened)
             c.sendall(frame("<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' from='localhost' "
                             "id='fake' version='1.0' xml:lang='en'/>"))
-            c.sendall(frame("<close xmlns='urn:ietf:params:xml:ns:xmpp-framing' "
-                            "see-other-uri='%s'/>" % a.redirect))
+            if a.close_code:
+                payload = struct.pack(">H", a.close_code) + a.reason.encode()
+                c.sendall(bytes([0x88, len(payload)]) + payload)
+            else:
+                c.sendall(frame("<close xmlns='urn:ietf:params:xml:ns:xmpp-framing' "
+                                "see-other-uri='%s'/>" % a.redirect))
             c.settimeout(2)
             while c.recv(4096):
                 pass
