@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Logging in to a real Prosody: STARTTLS + SCRAM, direct TLS, wrong password,
 # certificate verification, --insecure, connection refused, usage errors,
-# the password command, signals and the listen timeout.
+# the password command, signals and the listen timeout; login, wrong password,
+# certificate verification and --insecure over WebSocket and BOSH too
+# (ws_login, wss_untrusted_ca, bosh-https_insecure, …).
 set -euo pipefail
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
@@ -80,6 +82,58 @@ run_epode insecure "${A[@]}" -- listen --server "127.0.0.1:$C2S_PORT" --insecure
 expect insecure 0 "WARNING: --insecure"
 grep -q "listening as alice@localhost/" "$ERR" && pass insecure_session ||
   fail insecure_session "no session with --insecure" "$ERR"
+
+# --- the same over WebSocket and BOSH -------------------------------------------
+# Login, wrong password and certificate verification over ws://, wss://,
+# BOSH http:// and https:// (the unencrypted ones with --allow-plaintext;
+# they have no certificate to verify). The runs are independent: all at
+# once, checked in order.
+declare -A URL=([ws]=$WS_URL [wss]=$WSS_URL [bosh-http]=$BOSH_URL [bosh-https]=$BOSH_HTTPS_URL)
+HTTP_MODES=(ws wss bosh-http bosh-https)
+# http_cells MODE: the checks of that transport, one "NAME|PASSWORD|ARGS" a
+# line. A successful login listens for its --timeout; failures end at once.
+http_cells() {
+  local pt=""
+  case $1 in ws | bosh-http) pt=--allow-plaintext ;; esac
+  printf '%s\n' "login|$ALICE_PASSWORD|--cafile $CA_FILE $pt --timeout 2" \
+    "wrong_password|not-the-password|--cafile $CA_FILE $pt --timeout 5"
+  if [ -z "$pt" ]; then
+    printf '%s\n' "untrusted_system_store|$ALICE_PASSWORD|--timeout 5" \
+      "untrusted_ca|$ALICE_PASSWORD|--cafile $UNTRUSTED_CA_FILE --timeout 5" \
+      "insecure|$ALICE_PASSWORD|--insecure --timeout 2"
+  fi
+}
+declare -A HPID
+for t in "${HTTP_MODES[@]}"; do
+  while IFS='|' read -r c pw args; do
+    read -r -a xa <<<"$args"
+    bg_epode "${t}_$c" EPODE_JID="$ALICE_JID" EPODE_PASSWORD="$pw" -- listen --url "${URL[$t]}" \
+      "${xa[@]}"
+    HPID[${t}_$c]=$BG_PID
+  done < <(http_cells "$t")
+done
+for t in "${HTTP_MODES[@]}"; do
+  while IFS='|' read -r c _ _; do
+    n=${t}_$c
+    wait_rc "${HPID[$n]}"
+    ERR=$WORK/$n.err
+    OUT=$WORK/$n.out
+    case $c in
+    login) expect "$n" 0 "^epode: listening as alice@localhost/[^ ]+$" ;;
+    wrong_password)
+      expect "$n" 5 "authentication failed \(not-authorized\).*\[mechanism SCRAM-SHA-" ;;
+    untrusted_*)
+      expect "$n" 4 "certificate verification failed"
+      if grep -q "listening as" "$ERR"; then
+        fail "${n}_no_session" "a session was established despite the failed verification" "$ERR"
+      else pass "${n}_no_session"; fi ;;
+    insecure)
+      expect "$n" 0 "WARNING: --insecure"
+      if grep -q "listening as alice@localhost/" "$ERR"; then pass "${n}_session"
+      else fail "${n}_session" "no session with --insecure" "$ERR"; fi ;;
+    esac
+  done < <(http_cells "$t")
+done
 
 # --- connection refused, bad usage ------------------------------------------------
 PORT=$(closed_port)
