@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # SASL against a real ejabberd (tests/servers/ejabberd.sh): every mechanism
-# it offers, over STARTTLS and over direct TLS, each one forced with
-# --mechanisms and confirmed in the traffic log (-v shows the <auth
-# mechanism='…'> element with the payload redacted):
+# it offers, over STARTTLS, direct TLS, WebSocket (ws:// and wss://) and BOSH
+# (http:// and https://), each one forced with --mechanisms and confirmed in
+# the traffic log (-v shows the <auth mechanism='…'> element with the payload
+# redacted). Over TCP (starttls, direct):
 #   SCRAM-SHA-1/256/512, DIGEST-MD5, PLAIN           password
 #   SCRAM-SHA-1/256/512-PLUS with --tls-max 1.2      tls-unique channel binding
 #                                                    (ejabberd 23.01 binds only
@@ -12,11 +13,23 @@
 #   wrong password on each mechanism                 exit 5, not-authorized
 #   EXTERNAL as bob with alice's certificate         exit 5
 #   no --mechanisms, TLS 1.2 and TLS 1.3             what a user gets by default
-# ejabberd's listeners have tls_verify: every handshake asks for a client
+# ejabberd's c2s listeners have tls_verify: every handshake asks for a client
 # certificate, so each password case also shows that a client without one
 # still logs in.
+# Over BOSH and WebSocket (ws, wss, bosh-http, bosh-https) ejabberd offers
+# exactly DIGEST-MD5, PLAIN, SCRAM-SHA-512/256/1 and X-OAUTH2 (which epode
+# does not have): no -PLUS, even over wss on TLS 1.2, and no EXTERNAL (its
+# HTTP listener asks for no client certificate). There:
+#   SCRAM-SHA-1/256/512, DIGEST-MD5, PLAIN           password, and wrong password
+#   no --mechanisms (TLS 1.2 and 1.3 on wss/https)   SCRAM-SHA-512; what is
+#                                                    offered is checked
+#   SCRAM-SHA-512-PLUS forced                        exit 5, nothing sent
+#   EXTERNAL with a certificate and no password      exit 5, nothing sent (not
+#                                                    offered)
+# ws and bosh-http are unencrypted (--allow-plaintext): the logins there must
+# print the warning, and PLAIN goes through as --allow-plaintext allows.
 #
-# The epode runs are independent, so they run EJ_PARALLEL (default 6) at a
+# The epode runs are independent, so they run EJ_PARALLEL (default 8) at a
 # time (each lasts about --timeout 1 second, which also bounds connecting and
 # logging in, so not all at once); results are then checked in a fixed order.
 # Env: EPODE_BUILD, EPODE_SRC. Prints PASS/FAIL lines, then "N passed, N failed".
@@ -28,7 +41,7 @@ set -euo pipefail
 EJ_HARNESS=$SRC/tests/servers/ejabberd.sh
 EJ_DIR=$WORK/ejabberd
 EJ_STARTED=0
-EJ_PARALLEL=${EJ_PARALLEL:-6}
+EJ_PARALLEL=${EJ_PARALLEL:-8}
 
 # Stops ejabberd, then runs common.sh's cleanup (with the exit status kept).
 ej_cleanup() {
@@ -61,7 +74,8 @@ EJ_STARTED=1
 # ------------------------------------------------------------------ cases
 # launch NAME CODE REGEXES [ENV=VALUE...] -- EPODE-ARGS...
 #   Starts one epode run in the background. It passes if it exits with CODE
-#   and its stderr matches every regex in REGEXES (newline-separated).
+#   and its stderr matches every regex in REGEXES (newline-separated); a
+#   regex written !RE must match nothing.
 C_NAME=()
 C_CODE=()
 C_RES=()
@@ -96,7 +110,13 @@ check_all() {
     ok=1
     while IFS= read -r re; do
       [ -n "$re" ] || continue
-      if ! grep -Eq -- "$re" "$ERR"; then
+      if [ "${re:0:1}" = "!" ]; then
+        if grep -Eq -- "${re:1}" "$ERR"; then
+          fail "${C_NAME[$i]}" "stderr matches /${re:1}/" "$ERR"
+          ok=0
+          break
+        fi
+      elif ! grep -Eq -- "$re" "$ERR"; then
         fail "${C_NAME[$i]}" "stderr does not match /$re/" "$ERR"
         ok=0
         break
@@ -172,6 +192,68 @@ for t in starttls direct; do
     "TLS established: TLSv1\.3 "$'\n'"$LOGGED_IN_ALICE" \
     "EPODE_PASSWORD=$ALICE_PASSWORD" -- listen "${COMMON[@]}" "${tr[@]}" \
     --jid "$ALICE_JID"
+done
+
+# ------------------------------------------------------------------ BOSH, WebSocket
+TRANSPORT[ws]="--url $WS_URL --allow-plaintext"
+TRANSPORT[wss]="--url $WSS_URL"
+TRANSPORT[bosh-http]="--url $BOSH_URL --allow-plaintext"
+TRANSPORT[bosh-https]="--url $BOSH_HTTPS_URL"
+PLAINTEXT_WARNING='^epode: WARNING: the server offers no TLS'
+# What ejabberd offers over BOSH and WebSocket: these six, in any order, and
+# nothing else.
+OFFERED_HTTP="<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>(<mechanism>(DIGEST-MD5|PLAIN\
+|SCRAM-SHA-512|SCRAM-SHA-256|SCRAM-SHA-1|X-OAUTH2)</mechanism>){6}</mechanisms>"
+NOTHING_SENT='!^-> <auth '
+
+for t in ws wss bosh-http bosh-https; do
+  read -r -a tr <<<"${TRANSPORT[$t]}"
+  # Over ws/bosh-http every login warns that the stream is unencrypted;
+  # over wss the TLS version is in the log (over BOSH libcurl does the TLS).
+  case $t in
+  ws | bosh-http) sec=$PLAINTEXT_WARNING ;;
+  wss) sec='TLS established: TLSv1\.3 ' ;;
+  *) sec='' ;;
+  esac
+
+  for m in SCRAM-SHA-1 SCRAM-SHA-256 SCRAM-SHA-512 DIGEST-MD5 PLAIN; do
+    launch "ejabberd $t $m" 0 "$(re_mech "$m")"$'\n'"$LOGGED_IN_ALICE"$'\n'"$sec" \
+      "EPODE_PASSWORD=$ALICE_PASSWORD" -- listen "${COMMON[@]}" "${tr[@]}" \
+      --jid "$ALICE_JID" --mechanisms "$m"
+    launch "ejabberd $t $m wrong password" 5 "$(re_mech "$m")"$'\n'"not-authorized" \
+      "EPODE_PASSWORD=not-$ALICE_PASSWORD" -- listen "${COMMON[@]}" "${tr[@]}" \
+      --jid "$ALICE_JID" --mechanisms "$m"
+  done
+
+  case $t in
+  ws | bosh-http)
+    launch "ejabberd $t default without TLS is SCRAM-SHA-512 (offered: no -PLUS, no EXTERNAL)" 0 \
+      "$OFFERED_HTTP"$'\n'"$(re_mech SCRAM-SHA-512)"$'\n'"$LOGGED_IN_ALICE"$'\n'"$sec" \
+      "EPODE_PASSWORD=$ALICE_PASSWORD" -- listen "${COMMON[@]}" "${tr[@]}" --jid "$ALICE_JID"
+    ;;
+  *)
+    why="no -PLUS offered"
+    [ $t = wss ] || why="no -PLUS offered, no channel binding over BOSH"
+    tls12=""
+    [ $t = wss ] && tls12=$TLS12
+    launch "ejabberd $t default on TLS 1.2 is SCRAM-SHA-512 ($why)" 0 \
+      "$OFFERED_HTTP"$'\n'"$(re_mech SCRAM-SHA-512)"$'\n'"$LOGGED_IN_ALICE"$'\n'"$tls12" \
+      "EPODE_PASSWORD=$ALICE_PASSWORD" -- listen "${COMMON[@]}" "${tr[@]}" --tls-max 1.2 \
+      --jid "$ALICE_JID"
+    launch "ejabberd $t default on TLS 1.3 is SCRAM-SHA-512 ($why)" 0 \
+      "$OFFERED_HTTP"$'\n'"$(re_mech SCRAM-SHA-512)"$'\n'"$LOGGED_IN_ALICE"$'\n'"$sec" \
+      "EPODE_PASSWORD=$ALICE_PASSWORD" -- listen "${COMMON[@]}" "${tr[@]}" --jid "$ALICE_JID"
+    ;;
+  esac
+  # A certificate and no password: nothing to log in with.
+  launch "ejabberd $t EXTERNAL not offered: exit 5, nothing sent" 5 \
+    "no acceptable SASL mechanism.*the server offers \[[^]]*\]"$'\n'"$NOTHING_SENT" \
+    -u EPODE_PASSWORD -- listen "${COMMON[@]}" "${tr[@]}" \
+    --jid "$ALICE_JID" --cert "$ALICE_CERT" --key "$ALICE_KEY"
+  launch "ejabberd $t SCRAM-SHA-512-PLUS forced: not offered" 5 \
+    "no acceptable SASL mechanism.*not in the allow-list"$'\n'"$NOTHING_SENT" \
+    "EPODE_PASSWORD=$ALICE_PASSWORD" -- listen "${COMMON[@]}" "${tr[@]}" --tls-max 1.2 \
+    --jid "$ALICE_JID" --mechanisms SCRAM-SHA-512-PLUS
 done
 
 check_all

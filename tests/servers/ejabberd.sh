@@ -17,7 +17,8 @@
 #       DIR/env (shell-sourceable):
 #         EJABBERD_PID (the beam.smp process) EJABBERD_DIR EJABBERD_LOG
 #         EJABBERD_NODE ERL_DIST_PORT DOMAIN C2S_PORT (STARTTLS) TLS_PORT
-#         (direct TLS) CA_FILE SERVER_CERT SERVER_KEY P12_PASSWORD
+#         (direct TLS) HTTP_PORT HTTPS_PORT BOSH_URL BOSH_HTTPS_URL WS_URL
+#         WSS_URL CA_FILE SERVER_CERT SERVER_KEY P12_PASSWORD
 #         ACCOUNTS="alice bob …", and per account NAME_JID, NAME_PASSWORD,
 #         NAME_CERT, NAME_KEY, NAME_PEM (certificate + key in one file) and
 #         NAME_P12 (upper-case name, e.g. ALICE_CERT).
@@ -27,6 +28,11 @@
 #       mechanism is offered: SCRAM-SHA-1/256/512, their -PLUS variants
 #       (ejabberd 23.01 binds tls-unique only, correctly on TLS 1.2 only),
 #       DIGEST-MD5, PLAIN, EXTERNAL.
+#       BOSH (/bosh) and WebSocket (/ws) are served over plain HTTP on
+#       HTTP_PORT (BOSH_URL http://127.0.0.1:…/bosh, WS_URL ws://…/ws) and
+#       over HTTPS on HTTPS_PORT (BOSH_HTTPS_URL https://localhost:…/bosh,
+#       WSS_URL wss://localhost:…/ws, the same certificate); no client
+#       certificates there.
 #       The Erlang distribution listens on 127.0.0.1:ERL_DIST_PORT with a
 #       random cookie (DIR/vm.args, mode 0600); no epmd is started.
 #       Exits non-zero, with nothing left running, if anything fails.
@@ -154,7 +160,7 @@ make_certs() { # DIR NAME...
 }
 
 # ------------------------------------------------------------------ ports
-# Three at once from the kernel (bound together, so they differ), then
+# Several at once from the kernel (bound together, so they differ), then
 # double-checked with ss.
 free_ports() { # N
   "$PY" - "$1" <<'EOF'
@@ -173,10 +179,11 @@ port_busy() {
 }
 
 # ------------------------------------------------------------------ config
-write_files() { # DIR C2S TLS DIST ACCOUNT...
-  local d=$1 c2s=$2 tls=$3
-  shift 4
+write_files() { # DIR C2S TLS HTTP HTTPS ACCOUNT...
+  local d=$1 c2s=$2 tls=$3 http=$4 https=$5
+  shift 5
   sed -e "s|@DIR@|$d|g" -e "s|@C2S_PORT@|$c2s|g" -e "s|@TLS_PORT@|$tls|g" \
+    -e "s|@HTTP_PORT@|$http|g" -e "s|@HTTPS_PORT@|$https|g" \
     "$HERE/ejabberd/ejabberd.yml.in" >"$d/ejabberd.yml"
   # Name resolution for the VM: "localhost" from here, the rest as usual.
   printf '%s\n' '{lookup,["file","native"]}.' '{host,{127,0,0,1},["localhost"]}.' >"$d/inetrc"
@@ -248,14 +255,15 @@ cmd_start() {
   rm -f "$dir/accounts.done" "$dir/accounts.tmp"
   make_certs "$dir" "${names[@]}"
 
-  local ports c2s tls dist try
+  local ports c2s tls dist http https try
   for try in 1 2 3 4 5; do
-    ports=$(free_ports 3)
-    read -r c2s tls dist <<<"$ports"
-    if ! port_busy "$c2s" && ! port_busy "$tls" && ! port_busy "$dist"; then break; fi
+    ports=$(free_ports 5)
+    read -r c2s tls dist http https <<<"$ports"
+    if ! port_busy "$c2s" && ! port_busy "$tls" && ! port_busy "$dist" &&
+      ! port_busy "$http" && ! port_busy "$https"; then break; fi
     [ "$try" != 5 ] || die "could not find free loopback ports"
   done
-  write_files "$dir" "$c2s" "$tls" "$dist" "${accounts[@]}"
+  write_files "$dir" "$c2s" "$tls" "$http" "$https" "${accounts[@]}"
   # Mnesia (spool/) belongs to the node name it was created by: keep the
   # first one when DIR is reused (with no epmd, names need not be unique).
   local node
@@ -290,10 +298,11 @@ cmd_start() {
   elif ! ready_both "$c2s" "$tls" "$pid"; then
     fail="the server did not become ready"
   else
-    # Ready, but is it *our* server on all three ports?
+    # Ready, but is it *our* server on every port? (The HTTP listeners
+    # open along with the c2s ones; give them a moment.)
     local port
-    for port in "$c2s" "$tls" "$dist"; do
-      if ! ss -Htlnp "sport = :$port" 2>/dev/null | grep -q "pid=$pid,"; then
+    for port in "$c2s" "$tls" "$dist" "$http" "$https"; do
+      if ! held_by "$port" "$pid"; then
         ss -Htlnp "sport = :$port" >&2 || true
         fail="port $port is not held by ejabberd $pid"
         break
@@ -319,6 +328,10 @@ cmd_start() {
     printf 'ERL_DIST_PORT=%q\n' "$dist"
     printf 'DOMAIN=%q\n' "$DOMAIN"
     printf 'C2S_PORT=%q\nTLS_PORT=%q\n' "$c2s" "$tls"
+    printf 'HTTP_PORT=%q\nHTTPS_PORT=%q\n' "$http" "$https"
+    printf 'BOSH_URL=%q\nBOSH_HTTPS_URL=%q\n' "http://127.0.0.1:$http/bosh" \
+      "https://localhost:$https/bosh"
+    printf 'WS_URL=%q\nWSS_URL=%q\n' "ws://127.0.0.1:$http/ws" "wss://localhost:$https/ws"
     printf 'CA_FILE=%q\n' "$dir/certs/ca.crt"
     printf 'SERVER_CERT=%q\nSERVER_KEY=%q\n' "$dir/certs/server/localhost.crt" \
       "$dir/certs/server/localhost.key"
@@ -347,7 +360,8 @@ cmd_start() {
     disown $! 2>/dev/null || true
   fi
   echo "ejabberd.sh: ejabberd $pid ready on 127.0.0.1: c2s $c2s (STARTTLS)," \
-    "$tls (direct TLS), Erlang distribution $dist; $dir/env" >&2
+    "$tls (direct TLS), BOSH/WebSocket $http (http) $https (https)," \
+    "Erlang distribution $dist; $dir/env" >&2
 }
 
 # Both listeners answer with stream features (probed at the same time).
@@ -359,6 +373,17 @@ ready_both() { # C2S TLS PID
   b=$!
   wait "$a" || { wait "$b" || true; return 1; }
   wait "$b"
+}
+
+# PORT is listened on by PID (within a second: ejabberd opens its listeners
+# one after the other).
+held_by() { # PORT PID
+  local i
+  for ((i = 0; i < 20; i++)); do
+    ss -Htlnp "sport = :$1" 2>/dev/null | grep -q "pid=$2," && return 0
+    sleep 0.05
+  done
+  return 1
 }
 
 # Waits for the registration the VM does at start-up (see register_eval).
