@@ -30,6 +30,12 @@
  * million PBKDF2 rounds is ~1-3 s of SHA-256 on a small machine. */
 #define EPODE_DEFAULT_SCRAM_ITER_MAX 10000000u
 
+/* XEP-0198: ask for an acknowledgement after this many stanzas, or this
+ * long after the oldest unacknowledged one — a few stanzas' worth of
+ * uncertainty at most, without an <r/> per stanza. */
+#define EPODE_DEFAULT_SM_ACK_EVERY 5u
+#define EPODE_DEFAULT_SM_ACK_MS 2000u
+
 /* Timeouts, milliseconds. */
 #define EPODE_DEFAULT_TIMEOUT_CONNECT 30000u
 #define EPODE_DEFAULT_TIMEOUT_TLS 30000u

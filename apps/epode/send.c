@@ -24,8 +24,17 @@ typedef struct send_ctx {
   int n_to;
   const char *body;
   int sent;
+  int acked, failed; /* delivery reports (XEP-0198 acks or the clean close) */
   app_client *cl;
 } send_ctx;
+
+static void on_delivery(epode_session *s, epode_delivery status, const char *id, void *ud) {
+  send_ctx *sc = ud;
+  if (status == EPODE_DELIVERY_ACKED)
+    sc->acked++;
+  else
+    sc->failed++;
+}
 
 static int own_option(int opt, const char *arg, void *ud) {
   send_ctx *sc = ud;
@@ -62,7 +71,7 @@ static int pump(app_client *cl, send_ctx *sc) {
     epode_err err = epode_session_new_id(s, id, sizeof id);
     if (!err) err = epode_message_new(&msg, NULL, sc->type, to, sc->body);
     if (!err) err = epode_stanza_set_attr(msg, "id", id);
-    if (!err) err = epode_session_send(s, msg);
+    if (!err) err = epode_session_send_tracked(s, msg, on_delivery, sc);
     epode_stanza_free(msg);
     if (err) {
       app_err("sending to %s: %s", to, epode_strerror(err));
@@ -174,6 +183,12 @@ int app_cmd_send(const app_command *cmd, int argc, char **argv) {
       app_err("the connection ended before the message%s could be sent",
               sc.n_to > 1 ? "s" : "");
       rc = APP_EXIT_ERROR;
+    } else if (sc.failed || sc.acked < sc.sent) {
+      /* Sent, but neither acknowledged (XEP-0198) nor confirmed by a clean
+       * close: it may or may not have arrived. */
+      app_err("%d of %d message%s not acknowledged by the server: delivery unknown",
+              sc.sent - sc.acked, sc.sent, sc.sent > 1 ? "s were" : " was");
+      if (rc == APP_EXIT_OK) rc = APP_EXIT_ERROR;
     }
   }
   app_client_free(cl);

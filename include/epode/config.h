@@ -121,6 +121,12 @@ uint64_t epode_config_limit(const epode_config *cfg, epode_limit which);
 /* Milliseconds; 0 disables that timeout. */
 epode_err epode_config_set_timeout(epode_config *cfg, epode_timeout which, uint32_t ms);
 uint32_t epode_config_timeout(const epode_config *cfg, epode_timeout which);
+/* XEP-0198 stream management: on by default (used when the server offers
+ * it). Acks are requested after `every_n` stanzas or `every_ms` after the
+ * oldest unacknowledged one (defaults 5 and 2000; 0 disables that
+ * trigger, but not both). */
+epode_err epode_config_set_stream_management(epode_config *cfg, int enable);
+epode_err epode_config_set_sm_ack_policy(epode_config *cfg, unsigned every_n, uint32_t every_ms);
 /* Messages at `level` and below reach `fn`. Default: no logging. */
 epode_err epode_config_set_log(epode_config *cfg, epode_log_fn fn, void *ud,
                                epode_log_level level);

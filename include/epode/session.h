@@ -167,6 +167,23 @@ size_t epode_session_output_len(const epode_session *s);
  * is queued: EPODE_ERR_QUEUE_FULL when EPODE_LIMIT_SEND_QUEUE is reached,
  * EPODE_ERR_STATE once the session is closing or closed. */
 epode_err epode_session_send(epode_session *s, const epode_stanza *st);
+/* Delivery reports (XEP-0198 stream management, on by default where the
+ * server offers it). ACKED: the server acknowledged the stanza, or the
+ * stream closed cleanly after it (RFC 6120 §4.4: the server processed all
+ * it received before its closing tag). FAILED: the session ended without
+ * either; the stanza may or may not have arrived. Called exactly once. */
+typedef enum epode_delivery { EPODE_DELIVERY_ACKED = 0, EPODE_DELIVERY_FAILED = 1 } epode_delivery;
+typedef void (*epode_delivery_fn)(epode_session *s, epode_delivery status, const char *id,
+                                  void *ud);
+/* Like epode_session_send(), and reports the stanza's fate to `fn` (`id`
+ * is the stanza's id attribute, or NULL). If this returns an error, `fn`
+ * is never called. */
+epode_err epode_session_send_tracked(epode_session *s, const epode_stanza *st,
+                                     epode_delivery_fn fn, void *ud);
+/* Whether XEP-0198 is active on this stream (the server answered
+ * <enabled/>), and how many of our stanzas wait for its acknowledgement. */
+int epode_session_sm_enabled(const epode_session *s);
+size_t epode_session_sm_unacked(const epode_session *s);
 /* Sends raw XML, which must be one or more complete elements. */
 epode_err epode_session_send_raw(epode_session *s, const char *xml, size_t len);
 

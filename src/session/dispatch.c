@@ -11,15 +11,18 @@
 
 /* ------------------------------------------------------------------ queue */
 
+/* Queued stanzas never sent: tracked ones are reported as not delivered. */
 void epode__queue_clear(epode_session *s) {
   epode__queued *q = s->q_head;
+  s->q_head = s->q_tail = NULL;
+  s->q_count = 0;
   while (q) {
     epode__queued *next = q->next;
+    if (q->fn) q->fn(s, EPODE_DELIVERY_FAILED, q->id, q->ud);
+    epode__free(s->mem, q->id);
     epode__free(s->mem, q);
     q = next;
   }
-  s->q_head = s->q_tail = NULL;
-  s->q_count = 0;
 }
 
 epode_err epode__queue_flush(epode_session *s) {
@@ -31,16 +34,28 @@ epode_err epode__queue_flush(epode_session *s) {
     s->q_head = q->next;
     if (!s->q_head) s->q_tail = NULL;
     s->q_count--;
+    e = q->stanza ? epode__sm_sent(s, q->fn, q->ud, q->id) : EPODE_OK;
+    epode__free(s->mem, q->id);
     epode__free(s->mem, q);
+    if (e) return e;
   }
   return EPODE_OK;
 }
 
-static epode_err enqueue(epode_session *s, const char *data, size_t len) {
+static epode_err enqueue(epode_session *s, const char *data, size_t len, epode_delivery_fn fn,
+                         void *ud, const char *id, int stanza) {
   if (s->q_count >= s->cfg->limits[EPODE_LIMIT_SEND_QUEUE]) return EPODE_ERR_QUEUE_FULL;
   epode__queued *q = epode__alloc(s->mem, sizeof *q + len);
   if (!q) return EPODE_ERR_NOMEM;
   q->next = NULL;
+  q->fn = fn;
+  q->ud = ud;
+  q->stanza = stanza;
+  q->id = NULL;
+  if (fn && id && !(q->id = epode__strdup(s->mem, id))) {
+    epode__free(s->mem, q);
+    return EPODE_ERR_NOMEM;
+  }
   q->len = len;
   memcpy(q->data, data, len);
   if (s->q_tail)
@@ -56,33 +71,62 @@ static int can_send(const epode_session *s) {
   return s->state != EPODE_STATE_CLOSING && s->state != EPODE_STATE_CLOSED;
 }
 
-/* Writes now when ready, queues otherwise. */
-static epode_err send_bytes(epode_session *s, const char *data, size_t len) {
+/* Writes now when ready, queues otherwise. `stanza`: it counts for
+ * XEP-0198; `fn`: its delivery report. */
+static epode_err send_bytes(epode_session *s, const char *data, size_t len, epode_delivery_fn fn,
+                            void *ud, const char *id, int stanza) {
   if (!can_send(s)) return EPODE_ERR_STATE;
-  if (s->state != EPODE_STATE_READY) return enqueue(s, data, len);
+  if (s->state != EPODE_STATE_READY) return enqueue(s, data, len, fn, ud, id, stanza);
   epode_err e = epode__session_write(s, data, len);
-  if (!e) {
-    epode__session_log_out(s, data, len);
-    epode__session_notify_output(s);
-  }
+  if (e) return e;
+  epode__session_log_out(s, data, len);
+  if (stanza) e = epode__sm_sent(s, fn, ud, id);
+  epode__session_notify_output(s);
   return e;
 }
 
-epode_err epode_session_send(epode_session *s, const epode_stanza *st) {
+static int is_stanza_name(const char *name) {
+  return !strcmp(name, "message") || !strcmp(name, "presence") || !strcmp(name, "iq");
+}
+
+static epode_err send_stanza(epode_session *s, const epode_stanza *st, epode_delivery_fn fn,
+                             void *ud) {
   if (!s || !st || epode_stanza_is_text(st)) return EPODE_ERR_INVAL;
   if (!can_send(s)) return EPODE_ERR_STATE;
   char *xml;
   size_t len;
   epode_err e = epode__session_serialize(s, st, &xml, &len);
   if (e) return e;
-  e = send_bytes(s, xml, len);
+  e = send_bytes(s, xml, len, fn, ud, epode_stanza_id(st), is_stanza_name(epode_stanza_name(st)));
   epode__free(s->mem, xml);
   return e;
 }
 
+epode_err epode_session_send(epode_session *s, const epode_stanza *st) {
+  return send_stanza(s, st, NULL, NULL);
+}
+
+epode_err epode_session_send_tracked(epode_session *s, const epode_stanza *st,
+                                     epode_delivery_fn fn, void *ud) {
+  if (!fn) return EPODE_ERR_INVAL;
+  return send_stanza(s, st, fn, ud);
+}
+
 epode_err epode_session_send_raw(epode_session *s, const char *xml, size_t len) {
   if (!s || (!xml && len)) return EPODE_ERR_INVAL;
-  return send_bytes(s, xml, len);
+  /* Counted as one stanza if it starts like one (XEP-0198 needs the count
+   * right; raw writers sending several stanzas at once should not use SM). */
+  size_t i = 0;
+  while (i < len && (xml[i] == ' ' || xml[i] == '\n' || xml[i] == '\r' || xml[i] == '\t')) i++;
+  int stanza = 0;
+  static const char *const starts[] = {"<message", "<presence", "<iq"};
+  for (size_t k = 0; k < 3; k++) {
+    size_t n = strlen(starts[k]);
+    if (len - i > n && !memcmp(xml + i, starts[k], n) &&
+        (xml[i + n] == ' ' || xml[i + n] == '>' || xml[i + n] == '/'))
+      stanza = 1;
+  }
+  return send_bytes(s, xml, len, NULL, NULL, NULL, stanza);
 }
 
 /* ------------------------------------------------------------------ iq */
@@ -285,6 +329,7 @@ static epode_err reply_unavailable(epode_session *s, const epode_stanza *iq) {
   if (!e)
     e = epode_stanza_add_child_new(&cond, err, "service-unavailable", EPODE_NS_STANZA_ERRORS);
   if (!e) e = epode__session_write_stanza(s, r);
+  if (!e) e = epode__sm_sent(s, NULL, NULL, NULL);
   epode_stanza_free(r);
   return e;
 }
@@ -304,11 +349,12 @@ epode_err epode__dispatch(epode_session *s, const epode_stanza *st) {
   }
   if (--s->dispatching == 0) sweep(s);
 
+  epode_err e = EPODE_OK;
   if (is_iq && !handled && s->state == EPODE_STATE_READY) {
     const char *type = epode_stanza_type(st);
-    if (type && (!strcmp(type, "get") || !strcmp(type, "set"))) return reply_unavailable(s, st);
+    if (type && (!strcmp(type, "get") || !strcmp(type, "set"))) e = reply_unavailable(s, st);
   }
-  return EPODE_OK;
+  return e;
 }
 
 /* ------------------------------------------------------------------ timers */

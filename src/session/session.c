@@ -184,6 +184,9 @@ static void finish_closed(epode_session *s) {
   s->neg_deadline = s->close_deadline = 0;
   epode__sasl_clear(s);
   epode__queue_clear(s);
+  /* A clean close (the server's closing tag after ours) means it processed
+   * everything we sent; any other end leaves unacknowledged stanzas unknown. */
+  epode__sm_finish(s, s->clean_close);
   epode__iqs_cancel(s, s->failure.err ? s->failure.err : EPODE_ERR_CLOSED);
   epode__session_set_state(s, EPODE_STATE_CLOSED);
   emit(s, EPODE_EV_CLOSED);
@@ -390,7 +393,9 @@ static epode_err send_bind(epode_session *s) {
 static epode_err become_ready(epode_session *s) {
   s->neg = NEG_DONE;
   s->neg_deadline = 0;
-  epode_err e = epode__queue_flush(s);
+  /* <enable/> first: the queued stanzas then count for XEP-0198. */
+  epode_err e = epode__sm_enable(s);
+  if (!e) e = epode__queue_flush(s);
   if (e) return epode__session_fail(s, e, NULL, NULL, NULL, "could not flush the send queue");
   epode__session_set_state(s, EPODE_STATE_READY);
   if (s->state == EPODE_STATE_READY) emit(s, EPODE_EV_READY);
@@ -432,6 +437,7 @@ static epode_err handle_features(epode_session *s, const epode_stanza *f) {
     return epode__sasl_begin(s, f, mechs);
   }
 
+  epode__sm_features(s, f);
   epode_stanza *sess = epode_stanza_find_child(f, "session", EPODE_NS_SESSION);
   s->session_needed = sess && !epode_stanza_find_child(sess, "optional", NULL);
   if (!epode_stanza_find_child(f, "bind", EPODE_NS_BIND))
@@ -570,6 +576,7 @@ static epode_err framing_element(epode_session *s, const epode_stanza *st) {
       return epode__session_fail(s, EPODE_ERR_STREAM, NULL, "see-other-uri", uri,
                                  "the server redirects to %s", uri);
     if (s->state == EPODE_STATE_CLOSING) {
+      s->clean_close = 1;
       finish_closed(s);
       return EPODE_OK;
     }
@@ -630,8 +637,14 @@ static epode_err on_element(epode_session *s, const epode_stanza *st) {
     }
     break;
   case NEG_DONE:
-    if (s->state == EPODE_STATE_READY || s->state == EPODE_STATE_CLOSING)
-      return epode__dispatch(s, st);
+    if (s->state == EPODE_STATE_READY || s->state == EPODE_STATE_CLOSING) {
+      if (epode__sm_element(s, st)) return EPODE_OK;
+      epode_err e = epode__dispatch(s, st);
+      if (!strcmp(ns, EPODE_NS_CLIENT) &&
+          (!strcmp(name, "message") || !strcmp(name, "presence") || !strcmp(name, "iq")))
+        epode__sm_received(s);
+      return e;
+    }
     return EPODE_OK;
   case NEG_NONE:
   case NEG_WAIT_TLS:
@@ -670,6 +683,7 @@ static epode_err cb_stream_end(void *ud) {
   epode_session *s = ud;
   epode__log(s->cfg, EPODE_LOG_TRAFFIC, "xml-in", "</stream:stream>");
   if (s->state == EPODE_STATE_CLOSING) {
+    s->clean_close = 1;
     finish_closed(s);
     return EPODE_OK;
   }
@@ -720,6 +734,7 @@ void epode_session_free(epode_session *s) {
   const epode_mem *m = s->mem;
   epode__sasl_clear(s);
   epode__queue_clear(s);
+  epode__sm_free(s);
   epode__handlers_free(s);
   epode__xml_parser_free(s->parser);
   epode_jid_free(s->jid);
@@ -840,7 +855,9 @@ epode_err epode_session_eof(epode_session *s, uint64_t now_ms) {
   s->now = now_ms;
   if (s->state == EPODE_STATE_CLOSED) return EPODE_OK;
   if (s->state == EPODE_STATE_CLOSING) {
-    /* We said goodbye; the peer hanging up is an acceptable answer. */
+    /* We said goodbye; the peer hanging up is an acceptable answer. Over
+     * BOSH that is the answer to our terminate: all was processed. */
+    if (s->framing == EPODE_FRAMING_BOSH) s->clean_close = 1;
     finish_closed(s);
     return EPODE_OK;
   }
@@ -889,12 +906,16 @@ epode_err epode_session_tick(epode_session *s, uint64_t now_ms) {
     finish_closed(s);
     return EPODE_OK;
   }
-  return epode__timers_run(s);
+  epode_err e = epode__timers_run(s);
+  if (s->state == EPODE_STATE_READY) epode__sm_tick(s);
+  return e;
 }
 
 int64_t epode_session_next_deadline(const epode_session *s) {
   if (!s || s->state == EPODE_STATE_CLOSED) return -1;
   int64_t best = epode__timers_next(s);
+  int64_t sm = epode__sm_deadline(s);
+  if (sm >= 0 && (best < 0 || sm < best)) best = sm;
   uint64_t ds[2] = {s->state != EPODE_STATE_READY ? s->neg_deadline : 0,
                     s->state == EPODE_STATE_CLOSING ? s->close_deadline : 0};
   for (int i = 0; i < 2; i++)

@@ -44,9 +44,22 @@ typedef struct epode__timed {
 
 typedef struct epode__queued {
   struct epode__queued *next;
+  epode_delivery_fn fn; /* delivery report, or NULL */
+  void *ud;
+  char *id;
+  int stanza; /* counts for XEP-0198 */
   size_t len;
   char data[];
 } epode__queued;
+
+/* A tracked stanza waiting for the server's acknowledgement. */
+typedef struct epode__unacked {
+  struct epode__unacked *next;
+  uint32_t seq; /* its number in our outbound count */
+  epode_delivery_fn fn;
+  void *ud;
+  char *id;
+} epode__unacked;
 
 /* Where negotiation stands (finer than the public state). */
 typedef enum {
@@ -136,8 +149,20 @@ struct epode_session {
   char id_prefix[9];
   uint32_t id_counter;
 
+  /* XEP-0198. Counts are modulo 2^32 as the XEP says. */
+  int sm_offered, sm_enabling, sm_enabled;
+  char *sm_id;
+  uint32_t sm_h_in;    /* stanzas received since <enabled/> */
+  uint32_t sm_h_sent;  /* stanzas sent since <enable/> */
+  uint32_t sm_h_acked; /* the server's last h */
+  unsigned sm_since_r; /* stanzas sent since our last <r/> */
+  uint64_t sm_r_due;   /* when to ask for an ack (0: not pending) */
+  epode__unacked *ua_head, *ua_tail;
+  size_t ua_count;
+
   /* RFC 7395 see-other-uri, followed once. */
   int redirected;
+  int clean_close; /* the server closed its side after we closed ours */
 
   /* Failure. */
   epode_failure failure;
@@ -175,6 +200,24 @@ epode_err epode__sasl_begin(epode_session *s, const epode_stanza *features,
  * verified. */
 epode_err epode__sasl_handle(epode_session *s, const epode_stanza *st, int *done);
 void epode__sasl_clear(epode_session *s);
+
+/* sm.c (XEP-0198) */
+/* Features after authentication: remember whether <sm/> is offered. */
+void epode__sm_features(epode_session *s, const epode_stanza *features);
+/* Right before READY: <enable/> if offered and wanted. */
+epode_err epode__sm_enable(epode_session *s);
+/* A stanza of ours went out (fn may be NULL). */
+epode_err epode__sm_sent(epode_session *s, epode_delivery_fn fn, void *ud, const char *id);
+/* A stanza of the server's was handled. */
+void epode__sm_received(epode_session *s);
+/* An element in urn:xmpp:sm:3 while ready; 1 if it was one. */
+int epode__sm_element(epode_session *s, const epode_stanza *st);
+/* Timers: the deadline for a time-triggered <r/>, and running it. */
+int64_t epode__sm_deadline(const epode_session *s);
+void epode__sm_tick(epode_session *s);
+/* The session ended: clean (ACKED) or not (FAILED) for everything pending. */
+void epode__sm_finish(epode_session *s, int clean);
+void epode__sm_free(epode_session *s);
 
 /* dispatch.c */
 epode_err epode__dispatch(epode_session *s, const epode_stanza *st);

@@ -43,6 +43,8 @@ epode_err epode_config_new(epode_config **out, const epode_mem *mem) {
   c->timeouts[EPODE_TIMEOUT_CLOSE] = EPODE_DEFAULT_TIMEOUT_CLOSE;
   c->log_level = EPODE_LOG_ERROR;
   c->random_fn = epode__random_default;
+  c->sm_every_n = EPODE_DEFAULT_SM_ACK_EVERY;
+  c->sm_every_ms = EPODE_DEFAULT_SM_ACK_MS;
   *out = c;
   return EPODE_OK;
 }
@@ -104,6 +106,9 @@ epode_err epode_config_clone(epode_config **out, const epode_config *src) {
   c->server_port = src->server_port;
   c->tls_min = src->tls_min;
   c->transport = src->transport;
+  c->sm_off = src->sm_off;
+  c->sm_every_n = src->sm_every_n;
+  c->sm_every_ms = src->sm_every_ms;
   c->tls_max = src->tls_max;
   c->tls_mode = src->tls_mode;
   c->flags = src->flags;
@@ -261,6 +266,19 @@ epode_err epode_config_set_timeout(epode_config *c, epode_timeout which, uint32_
 
 uint32_t epode_config_timeout(const epode_config *c, epode_timeout which) {
   return (unsigned)which < EPODE_TIMEOUT_COUNT_ ? c->timeouts[which] : 0;
+}
+
+epode_err epode_config_set_stream_management(epode_config *c, int enable) {
+  if (!c) return EPODE_ERR_INVAL;
+  c->sm_off = !enable;
+  return EPODE_OK;
+}
+
+epode_err epode_config_set_sm_ack_policy(epode_config *c, unsigned every_n, uint32_t every_ms) {
+  if (!c || (!every_n && !every_ms)) return EPODE_ERR_INVAL;
+  c->sm_every_n = every_n;
+  c->sm_every_ms = every_ms;
+  return EPODE_OK;
 }
 
 epode_err epode_config_set_log(epode_config *c, epode_log_fn fn, void *ud, epode_log_level lvl) {

@@ -23,6 +23,9 @@ struct epode_config {
   char *cafile;
   int tls_min, tls_max; /* 0x0303 / 0x0304, 0 = default */
   char *url;             /* ws(s):// or http(s):// endpoint, or NULL */
+  int sm_off;            /* XEP-0198 disabled by the caller */
+  unsigned sm_every_n;   /* request an ack after this many stanzas */
+  uint32_t sm_every_ms;  /* … or this long after the oldest unacked one */
   epode_transport transport;
   epode_tls_mode tls_mode;
   unsigned flags;

@@ -237,7 +237,7 @@ cross_domain_websocket = true
 -- Only what a client test needs. No "limits" (it throttles c2s to a few
 -- kB/s), no registration, no posix (we run in the foreground with -F).
 modules_enabled = { "roster"; "saslauth"; "tls"; "disco"; "ping"; "presence"; "offline";
-                    "bosh"; "websocket" }
+                    "bosh"; "websocket"; "smacks" }
 modules_disabled = { "s2s"; "admin_shell"; "admin_socket" }
 allow_registration = false
 

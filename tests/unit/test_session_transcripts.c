@@ -18,6 +18,9 @@
  *                 (epode_session_recv_element)
  *   tls           answer EPODE_EV_STARTTLS: epode_session_tls_done()
  *   send XML      parse XML with the library's parser and epode_session_send
+ *   track XML     the same with epode_session_send_tracked; reports are
+ *                 checked with: expect delivered ACKED:id FAILED:id …
+ *   config sm-ack N MS | config no-sm    (XEP-0198 ack policy / off)
  *   close | eof | tick MS
  *   expect state NAME | expect event NAME | expect jid JID | expect no-output
  *   expect fail ERRNAME [CONDITION]      EPODE_ERR_ name without prefix
@@ -49,7 +52,15 @@ typedef struct {
   uint64_t now;
   unsigned rng;
   epode_framing framing;
+  char deliveries[1024];
 } run_ctx;
+
+static void on_delivery(epode_session *s, epode_delivery status, const char *id, void *ud) {
+  run_ctx *r = ud;
+  size_t used = strlen(r->deliveries);
+  snprintf(r->deliveries + used, sizeof r->deliveries - used, "%s:%s ",
+           status == EPODE_DELIVERY_ACKED ? "ACKED" : "FAILED", id ? id : "-");
+}
 
 static int det_random(void *ud, unsigned char *buf, size_t len) {
   run_ctx *r = ud;
@@ -181,6 +192,12 @@ static void run_transcript(void **state) {
         assert_int_equal(epode_config_set_client_cert(cfg, arg + 5, NULL), EPODE_OK);
       else if (!strncmp(arg, "mechanisms ", 11))
         assert_int_equal(epode_config_set_mechanisms(cfg, arg + 11), EPODE_OK);
+      else if (!strncmp(arg, "sm-ack ", 7)) {
+        unsigned every, ms;
+        assert_int_equal(sscanf(arg + 7, "%u %u", &every, &ms), 2);
+        assert_int_equal(epode_config_set_sm_ack_policy(cfg, every, ms), EPODE_OK);
+      } else if (!strcmp(arg, "no-sm"))
+        assert_int_equal(epode_config_set_stream_management(cfg, 0), EPODE_OK);
       else if (!strcmp(arg, "framing websocket"))
         r.framing = EPODE_FRAMING_WEBSOCKET;
       else if (!strcmp(arg, "framing bosh"))
@@ -252,6 +269,10 @@ static void run_transcript(void **state) {
       epode_stanza *st = parse_fragment(line + 5);
       r.last_send = epode_session_send(r.s, st);
       epode_stanza_free(st);
+    } else if (!strncmp(line, "track ", 6)) {
+      epode_stanza *st = parse_fragment(line + 6);
+      r.last_send = epode_session_send_tracked(r.s, st, on_delivery, &r);
+      epode_stanza_free(st);
     } else if (!strcmp(line, "close")) {
       assert_int_equal(epode_session_close(r.s), EPODE_OK);
     } else if (!strcmp(line, "eof")) {
@@ -292,6 +313,13 @@ static void run_transcript(void **state) {
         }
         assert_non_null(fl->detail);
         assert_true(strlen(fl->detail) > 0);
+      } else if (!strncmp(arg, "delivered ", 10)) {
+        /* The delivery reports so far, in order, exactly. */
+        char want[1024] = "";
+        if (arg[10]) snprintf(want, sizeof want, "%.1000s ", arg + 10);
+        if (strcmp(r.deliveries, want) != 0)
+          fail_msg("%s:%d: deliveries are \"%s\", expected \"%s\"", t->path, lineno,
+                   r.deliveries, want);
       } else if (!strncmp(arg, "send-error ", 11)) {
         assert_int_equal(r.last_send, err_by_name(arg + 11));
       } else {
