@@ -101,6 +101,10 @@ if cmp -s "$OUT" "$WORK/escapes_json.want"; then pass escapes_json_bytes; else
 fi
 
 # --- hostile XML -------------------------------------------------------------
+# A message the server never acknowledged (no XEP-0198 ack, no clean close):
+# epode send says so and exits non-zero.
+check send_unacknowledged drop-after-message 1 "not acknowledged by the server" send \
+  "${PLAIN[@]}" -m "lost?" eve@localhost
 check malformed_xml malformed 1 "malformed XML" listen "${PLAIN[@]}"
 check doctype doctype 1 "not allowed.*(DTD|DOCTYPE)|DTD|DOCTYPE" listen "${PLAIN[@]}"
 check entity_bomb entity-bomb 1 "not allowed|DTD|DOCTYPE|entit" listen "${PLAIN[@]}"

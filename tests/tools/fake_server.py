@@ -119,6 +119,9 @@ SCENARIOS = {
     "tls": ("tls", message("hello over TLS"), "end",
             "direct TLS with --cert/--key, then one message"),
     "silent": ("silent", None, "hold", "accepts the connection and never answers"),
+    "drop-after-message": ("ready", b"", "close",
+                           "reads the client's first stanza, then drops the connection "
+                           "without acknowledging or closing the stream"),
     "x-foo": ("xfoo", b"ok", "end", "the X-FOO exchange, the server proves itself"),
     "x-foo-imposter": ("xfoo", b"whatever", "hold",
                        "the X-FOO exchange, but the server cannot prove itself"),
