@@ -441,7 +441,7 @@ static epode_err on_parsed(void *ud, epode_stanza *st) {
 /* Parses one document holding one element. An XML declaration is allowed
  * in front (some connection managers send one); fragment mode would take it
  * for a processing instruction. */
-static epode_err parse_one(epode__bosh *b, const char *data, size_t len, size_t max,
+static epode_err parse_one(const epode_config *cfg, const char *data, size_t len, size_t max,
                            epode_stanza **out, char *why, size_t whylen) {
   *out = NULL;
   while (len && (*data == ' ' || *data == '\t' || *data == '\r' || *data == '\n'))
@@ -460,12 +460,12 @@ static epode_err parse_one(epode__bosh *b, const char *data, size_t len, size_t 
     len -= (size_t)(end - data);
     data = end;
   }
-  epode__xml_limits lim = {max, (unsigned)b->cfg->limits[EPODE_LIMIT_DEPTH] + 1u,
-                           (unsigned)b->cfg->limits[EPODE_LIMIT_ATTRS]};
+  epode__xml_limits lim = {max, (unsigned)cfg->limits[EPODE_LIMIT_DEPTH] + 1u,
+                           (unsigned)cfg->limits[EPODE_LIMIT_ATTRS]};
   epode__xml_callbacks cb = {NULL, on_parsed, NULL};
   parse_ctx p = {NULL, 0};
   epode__xml_parser *xp = NULL;
-  epode_err e = epode__xml_parser_new(&xp, b->mem, &lim, EPODE__XML_FRAGMENTS, &cb, &p);
+  epode_err e = epode__xml_parser_new(&xp, &cfg->mem, &lim, EPODE__XML_FRAGMENTS, &cb, &p);
   if (e) {
     snprintf(why, whylen, "out of memory");
     return e;
@@ -503,7 +503,7 @@ static int classify(epode__bosh *b, const char *m, size_t len, epode_stanza **ct
   if (c != ' ' && c != '/' && c != '>') return MSG_STANZA;
   char why[160];
   epode_stanza *st = NULL;
-  if (parse_one(b, m, len, len + 1, &st, why, sizeof why)) return MSG_STANZA;
+  if (parse_one(b->cfg, m, len, len + 1, &st, why, sizeof why)) return MSG_STANZA;
   const char *ns = epode_stanza_ns(st);
   if (!ns || strcmp(ns, EPODE_NS_FRAMING) != 0) {
     epode_stanza_free(st);
@@ -712,12 +712,94 @@ static size_t clean_copy(char *dst, size_t size, const char *src) {
   return n;
 }
 
-/* type='terminate' from the server, not in answer to ours. */
-static void server_terminated(epode__bosh *b, const epode_stanza *body) {
+/* ------------------------------------------------------------ response bodies
+ * Reading a response <body/> needs no transport: no curl, no session, no
+ * clock. The transport runs these pieces at two moments (when a response is
+ * complete: read_body, body_type; when its turn comes in rid order:
+ * check_sid, walk_children, describe_terminate); epode__bosh_parse_response()
+ * runs the same pieces in the same order in one call, for the fuzz target. */
+
+static int sid_ok(const char *sid) {
+  size_t n = strlen(sid);
+  if (n == 0 || n > BOSH_MAX_SID) return 0;
+  for (; *sid; sid++)
+    if ((unsigned char)*sid <= ' ' || *sid == '\'' || *sid == '"') return 0;
+  return 1;
+}
+
+/* Parses a response as one document and checks its root is
+ * {httpbind}body. On failure `why` says what went wrong, and *bad_root
+ * tells a well-formed document with the wrong root (`why`: "<x xmlns='…'>,
+ * not <body …>") from one that is not XML at all. */
+static epode_err read_body(const epode_config *cfg, const char *data, size_t len, size_t max,
+                           epode_stanza **out, int *bad_root, char *why, size_t whylen) {
+  *out = NULL;
+  *bad_root = 0;
+  epode_stanza *body = NULL;
+  epode_err e = parse_one(cfg, data, len, max, &body, why, whylen);
+  if (e) return e;
+  const char *ns = epode_stanza_ns(body);
+  if (strcmp(epode_stanza_name(body), "body") != 0 || !ns || strcmp(ns, NS_HTTPBIND) != 0) {
+    char n[64], u[128];
+    clean_copy(n, sizeof n, epode_stanza_name(body));
+    clean_copy(u, sizeof u, ns ? ns : "no namespace");
+    epode_stanza_free(body);
+    snprintf(why, whylen, "<%s xmlns='%s'>, not <body xmlns='" NS_HTTPBIND "'>", n, u);
+    *bad_root = 1;
+    return EPODE_ERR_PROTOCOL;
+  }
+  *out = body;
+  return EPODE_OK;
+}
+
+static epode__bosh_body_type body_type(const epode_stanza *body) {
+  const char *type = epode_stanza_get_attr(body, "type");
+  if (type && strcmp(type, "terminate") == 0) return EPODE__BOSH_BODY_TERMINATE;
+  if (type && strcmp(type, "error") == 0) return EPODE__BOSH_BODY_ERROR;
+  return EPODE__BOSH_BODY_NORMAL;
+}
+
+/* `expected` NULL: the session creation response, which must carry a
+ * usable sid. Otherwise a sid, when present, must be `expected`. 0, with
+ * `why`, when it is not so. */
+static int check_sid(const epode_stanza *body, const char *expected, char *why, size_t whylen) {
+  const char *sid = epode_stanza_get_attr(body, "sid");
+  if (!expected) {
+    if (sid && sid_ok(sid)) return 1;
+    snprintf(why, whylen, "the session creation response has %s sid", sid ? "an unusable" : "no");
+    return 0;
+  }
+  if (!sid || strcmp(sid, expected) == 0) return 1;
+  char got[BOSH_MAX_SID + 1];
+  clean_copy(got, sizeof got, sid);
+  snprintf(why, whylen, "names sid '%s', not ours ('%s')", got, expected);
+  return 0;
+}
+
+/* Hands the element children of `body` to `fn` in document order, until
+ * it returns an error. A terminate's stream error (remote-stream-error) is
+ * not handed over: it goes into our failure. Returns how many were handed. */
+static size_t walk_children(const epode_stanza *body, int terminate, epode__bosh_child_fn fn,
+                            void *ud) {
+  size_t n = 0;
+  for (epode_stanza *ch = epode_stanza_first_child(body); ch; ch = epode_stanza_next_sibling(ch)) {
+    if (epode_stanza_is_text(ch)) continue;
+    const char *ns = epode_stanza_ns(ch);
+    if (terminate && ns && strcmp(ns, EPODE_NS_STREAMS) == 0) continue;
+    n++;
+    if (fn(ch, ud) != EPODE_OK) break;
+  }
+  return n;
+}
+
+/* Why the server's type='terminate' ends the session, into `why` (900
+ * bytes hold the longest). EPODE_ERR_EOF without a condition,
+ * EPODE_ERR_STREAM with one. */
+static epode_err describe_terminate(const epode_stanza *body, char *why, size_t whylen) {
   const char *cond = epode_stanza_get_attr(body, "condition");
   if (!cond || !*cond) {
-    fail(b, EPODE_ERR_EOF, "BOSH: the server ended the session (type='terminate', no condition)");
-    return;
+    snprintf(why, whylen, "the server ended the session (type='terminate', no condition)");
+    return EPODE_ERR_EOF;
   }
   char c[64], extra[600] = "";
   clean_copy(c, sizeof c, cond);
@@ -746,8 +828,67 @@ static void server_terminated(epode__bosh *b, const epode_stanza *body) {
     clean_copy(s2, sizeof s2, tx);
     snprintf(extra, sizeof extra, ": stream error %s%s%s%s", s1, tx ? " (" : "", s2, tx ? ")" : "");
   }
-  fail(b, EPODE_ERR_STREAM, "BOSH: the server terminated the session: %s (%s)%s", c,
-       condition_meaning(cond), extra);
+  snprintf(why, whylen, "the server terminated the session: %s (%s)%s", c, condition_meaning(cond),
+           extra);
+  return EPODE_ERR_STREAM;
+}
+
+size_t epode__bosh_response_cap(const epode_config *cfg) {
+  uint64_t stanza = cfg->limits[EPODE_LIMIT_STANZA_BYTES];
+  if (!stanza) stanza = EPODE_DEFAULT_MAX_STANZA_BYTES;
+  return (size_t)(stanza * BOSH_RESPONSE_FACTOR + BOSH_RESPONSE_SLACK);
+}
+
+epode_err epode__bosh_parse_response(epode__bosh_response *out, const epode_config *cfg,
+                                     const char *sid_expected, const char *data, size_t len,
+                                     size_t max, epode__bosh_child_fn on_child, void *ud) {
+  if (!out) return EPODE_ERR_INVAL;
+  memset(out, 0, sizeof *out);
+  if (!cfg || (!data && len)) {
+    snprintf(out->detail, sizeof out->detail, "invalid arguments");
+    return EPODE_ERR_INVAL;
+  }
+  if (len > max) { /* the transport stops reading there (curl's write callback) */
+    snprintf(out->detail, sizeof out->detail, "response exceeds %zu bytes", max);
+    return EPODE_ERR_LIMIT;
+  }
+  char why[320];
+  epode_stanza *body = NULL;
+  int bad_root = 0;
+  epode_err e = read_body(cfg, data ? data : "", len, max < SIZE_MAX ? max + 1 : max, &body,
+                          &bad_root, why, sizeof why);
+  if (e) {
+    snprintf(out->detail, sizeof out->detail, "response %s%s",
+             bad_root ? "is " : "is not XML: ", why);
+    return e == EPODE_ERR_NOMEM ? e : EPODE_ERR_PROTOCOL;
+  }
+  out->type = body_type(body);
+  if (out->type == EPODE__BOSH_BODY_ERROR) {
+    snprintf(out->detail, sizeof out->detail, "the server answered type='error'");
+  } else if (out->type == EPODE__BOSH_BODY_TERMINATE && !sid_expected) {
+    /* A session creation refused: nothing is delivered. */
+    clean_copy(out->condition, sizeof out->condition, epode_stanza_get_attr(body, "condition"));
+    out->terminate_err = describe_terminate(body, out->detail, sizeof out->detail);
+  } else if (!check_sid(body, sid_expected, why, sizeof why)) {
+    snprintf(out->detail, sizeof out->detail, "%s%s", sid_expected ? "response " : "", why);
+    e = EPODE_ERR_PROTOCOL;
+  } else {
+    int terminate = out->type == EPODE__BOSH_BODY_TERMINATE;
+    if (on_child) out->children = walk_children(body, terminate, on_child, ud);
+    if (terminate) {
+      clean_copy(out->condition, sizeof out->condition, epode_stanza_get_attr(body, "condition"));
+      out->terminate_err = describe_terminate(body, out->detail, sizeof out->detail);
+    }
+  }
+  epode_stanza_free(body);
+  return e;
+}
+
+/* type='terminate' from the server, not in answer to ours. */
+static void server_terminated(epode__bosh *b, const epode_stanza *body) {
+  char why[900];
+  epode_err e = describe_terminate(body, why, sizeof why);
+  fail(b, e, "BOSH: %s", why);
 }
 
 static int parse_uint(const char *s, unsigned *out, unsigned max) {
@@ -762,22 +903,14 @@ static int parse_uint(const char *s, unsigned *out, unsigned max) {
   return 1;
 }
 
-static int sid_ok(const char *sid) {
-  size_t n = strlen(sid);
-  if (n == 0 || n > BOSH_MAX_SID) return 0;
-  for (; *sid; sid++)
-    if ((unsigned char)*sid <= ' ' || *sid == '\'' || *sid == '"') return 0;
-  return 1;
-}
-
 /* The session creation response: the server's parameters. */
 static int take_params(epode__bosh *b, const epode_stanza *body) {
-  const char *sid = epode_stanza_get_attr(body, "sid");
-  if (!sid || !sid_ok(sid)) {
-    fail(b, EPODE_ERR_PROTOCOL, "BOSH: the session creation response has %s sid",
-         sid ? "an unusable" : "no");
+  char why[80];
+  if (!check_sid(body, NULL, why, sizeof why)) {
+    fail(b, EPODE_ERR_PROTOCOL, "BOSH: %s", why);
     return 0;
   }
+  const char *sid = epode_stanza_get_attr(body, "sid");
   snprintf(b->sid, sizeof b->sid, "%s", sid);
   unsigned v;
   /* Absent or garbled values keep the defaults. */
@@ -802,11 +935,22 @@ static int take_params(epode__bosh *b, const epode_stanza *body) {
   return 1;
 }
 
+typedef struct to_session_ctx {
+  epode__bosh *b;
+  uint64_t t;
+} to_session_ctx;
+
+static epode_err to_session(const epode_stanza *ch, void *ud) {
+  to_session_ctx *d = ud;
+  epode__bosh *b = d->b;
+  if (b->ops->recv_element(b->s, ch, d->t) != EPODE_OK) return EPODE_ERR_CLOSED; /* it has ended */
+  return b->state == ST_FAILED || b->state == ST_DONE ? EPODE_ERR_STATE : EPODE_OK;
+}
+
 /* One response, in rid order: check it and hand its children over. */
 static void process_body(epode__bosh *b, req *r) {
   const epode_stanza *body = r->parsed;
-  const char *type = epode_stanza_get_attr(body, "type");
-  int terminate = type && strcmp(type, "terminate") == 0;
+  int terminate = body_type(body) == EPODE__BOSH_BODY_TERMINATE;
   if (r->kind == K_CREATE) {
     if (terminate) {
       server_terminated(b, body);
@@ -815,26 +959,16 @@ static void process_body(epode__bosh *b, req *r) {
     if (!take_params(b, body)) return;
     b->state = ST_ACTIVE;
   } else {
-    const char *sid = epode_stanza_get_attr(body, "sid");
-    if (sid && strcmp(sid, b->sid) != 0) {
-      char got[BOSH_MAX_SID + 1];
-      clean_copy(got, sizeof got, sid);
-      fail(b, EPODE_ERR_PROTOCOL, "BOSH: response for rid %llu names sid '%s', not ours ('%s')",
-           (unsigned long long)r->rid, got, b->sid);
+    char why[320];
+    if (!check_sid(body, b->sid, why, sizeof why)) {
+      fail(b, EPODE_ERR_PROTOCOL, "BOSH: response for rid %llu %s", (unsigned long long)r->rid,
+           why);
       return;
     }
   }
-  int payload = 0;
-  uint64_t t = now_ms();
-  for (epode_stanza *ch = epode_stanza_first_child(body); ch; ch = epode_stanza_next_sibling(ch)) {
-    if (epode_stanza_is_text(ch)) continue;
-    const char *ns = epode_stanza_ns(ch);
-    /* The stream error of remote-stream-error goes into our failure. */
-    if (terminate && ns && strcmp(ns, EPODE_NS_STREAMS) == 0) continue;
-    payload = 1;
-    if (b->ops->recv_element(b->s, ch, t) != EPODE_OK) break; /* the session has ended */
-    if (b->state == ST_FAILED || b->state == ST_DONE) return;
-  }
+  to_session_ctx d = {b, now_ms()};
+  size_t payload = walk_children(body, terminate, to_session, &d);
+  if (b->state == ST_FAILED || b->state == ST_DONE) return;
   if (r->kind == K_TERMINATE || (terminate && b->terminate_sent)) {
     finish_done(b);
     return;
@@ -961,27 +1095,21 @@ static void on_complete(epode__bosh *b, req *r, CURLcode rc) {
   }
   char why[300];
   epode_stanza *body = NULL;
-  epode_err e = parse_one(b, r->resp.data ? r->resp.data : "", r->resp.len, b->resp_cap + 1, &body,
-                          why, sizeof why);
+  int bad_root = 0;
+  epode_err e = read_body(b->cfg, r->resp.data ? r->resp.data : "", r->resp.len, b->resp_cap + 1,
+                          &body, &bad_root, why, sizeof why);
+  if (e && bad_root) {
+    fail(b, EPODE_ERR_PROTOCOL, "BOSH: response to rid %llu is %s", (unsigned long long)r->rid,
+         why);
+    return;
+  }
   if (e) {
     fail(b, e == EPODE_ERR_NOMEM ? e : EPODE_ERR_PROTOCOL,
          "BOSH: response to rid %llu from %s is not XML: %s", (unsigned long long)r->rid, b->url,
          why);
     return;
   }
-  const char *ns = epode_stanza_ns(body);
-  if (strcmp(epode_stanza_name(body), "body") != 0 || !ns || strcmp(ns, NS_HTTPBIND) != 0) {
-    char n[64], u[128];
-    clean_copy(n, sizeof n, epode_stanza_name(body));
-    clean_copy(u, sizeof u, ns ? ns : "no namespace");
-    epode_stanza_free(body);
-    fail(b, EPODE_ERR_PROTOCOL,
-         "BOSH: response to rid %llu is <%s xmlns='%s'>, not <body xmlns='" NS_HTTPBIND "'>",
-         (unsigned long long)r->rid, n, u);
-    return;
-  }
-  const char *type = epode_stanza_get_attr(body, "type");
-  if (type && strcmp(type, "error") == 0 && r->kind != K_TERMINATE) {
+  if (body_type(body) == EPODE__BOSH_BODY_ERROR && r->kind != K_TERMINATE) {
     /* XEP-0124 §17.3 (recoverable binding condition): send it again. */
     epode_stanza_free(body);
     retry_or_fail(b, r, EPODE_ERR_PROTOCOL, "the server answered type='error'");
@@ -1190,9 +1318,7 @@ epode_err epode__bosh_new(epode__bosh **out, const epode_config *cfg, epode_sess
   b->wait = BOSH_WAIT;
   b->hold = BOSH_HOLD;
   b->max_inflight = 1;
-  uint64_t stanza = cfg->limits[EPODE_LIMIT_STANZA_BYTES];
-  if (!stanza) stanza = EPODE_DEFAULT_MAX_STANZA_BYTES;
-  b->resp_cap = (size_t)(stanza * BOSH_RESPONSE_FACTOR + BOSH_RESPONSE_SLACK);
+  b->resp_cap = epode__bosh_response_cap(cfg);
   epode_err e = parse_url(b, url);
   if (e) {
     epode__bosh_free(b);

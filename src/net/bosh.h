@@ -106,4 +106,55 @@ void epode__bosh_set_session_ops(epode__bosh *b, const epode__bosh_session_ops *
 /* Name servers for the host lookup ("127.0.0.1:5353"); before start. */
 epode_err epode__bosh_set_dns_servers(epode__bosh *b, const char *csv);
 
+/* ------------------------------------ internal, for tests and fuzzing
+ * How the transport reads one HTTP response <body/>, without curl, sockets
+ * or a session. The transport itself runs the same checks in two steps
+ * (when the response is complete, then when its rid's turn comes); this
+ * runs them in one call, in the same order. Not for applications. */
+
+typedef enum epode__bosh_body_type {
+  EPODE__BOSH_BODY_NORMAL = 0,
+  EPODE__BOSH_BODY_TERMINATE, /* type='terminate': the BOSH session is over */
+  EPODE__BOSH_BODY_ERROR      /* type='error': the transport sends the request again
+                                 (unless it was its own terminate) */
+} epode__bosh_body_type;
+
+typedef struct epode__bosh_response {
+  epode__bosh_body_type type;
+  size_t children; /* elements handed to on_child */
+  /* TERMINATE: what the transport fails with when the terminate is not the
+   * answer to its own: EPODE_ERR_EOF (no condition) or EPODE_ERR_STREAM. */
+  epode_err terminate_err;
+  char condition[64]; /* TERMINATE: the condition, control bytes blanked; "" if none */
+  /* Why, for an error return, a TERMINATE (its condition explained, with
+   * see-other-uri's URI or remote-stream-error's stream error) or an ERROR. */
+  char detail[1024];
+} epode__bosh_response;
+
+/* One element child of a response <body/>, in document order (text is
+ * skipped, and so is a terminate's stream error). `child` lives until the
+ * call returns. Anything but EPODE_OK stops the walk (the session ended);
+ * it is not an error of the parse. */
+typedef epode_err (*epode__bosh_child_fn)(const epode_stanza *child, void *ud);
+
+/* Reads `data` (`len` bytes, one HTTP response body) as the transport
+ * does: one XML document (an XML declaration in front allowed; depth and
+ * attribute limits from `cfg`), at most `max` bytes, whose root is
+ * <body xmlns='http://jabber.org/protocol/httpbind'>.
+ * `sid_expected` NULL: a session creation response, which must carry a
+ * usable sid unless it is a terminate (whose children are then not
+ * handed over); otherwise a sid, if present, must equal `sid_expected`.
+ * Then hands the body's element children to `on_child` (may be NULL), except
+ * for type='error'. `*out` is always filled (cleared first).
+ * Returns EPODE_OK (see out->type: a terminate is not an error here),
+ * EPODE_ERR_LIMIT when len > max, EPODE_ERR_PROTOCOL for a body that is not
+ * XML, has another root or names another sid (out->detail says which),
+ * EPODE_ERR_NOMEM, EPODE_ERR_INVAL. On an error on_child never fired. */
+epode_err epode__bosh_parse_response(epode__bosh_response *out, const epode_config *cfg,
+                                     const char *sid_expected, const char *data, size_t len,
+                                     size_t max, epode__bosh_child_fn on_child, void *ud);
+/* The largest response the transport reads for `cfg`: 4 stanzas' worth
+ * (EPODE_LIMIT_STANZA_BYTES) plus room for the <body/> wrapper. */
+size_t epode__bosh_response_cap(const epode_config *cfg);
+
 #endif

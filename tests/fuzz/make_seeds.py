@@ -3,7 +3,7 @@
 tests/fuzz/corpus/<target>/<sha1>. Idempotent: existing files are kept
 (libFuzzer's own finds, merged by `make fuzz`, are named the same way).
 
-    python3 tests/fuzz/make_seeds.py
+    python3 tests/fuzz/make_seeds.py [TARGET...]
 
 The session seeds replay tests/data/transcripts/*.txt as a server would
 (every S:/E: line a turn); SASL seeds are complete, valid exchanges
@@ -15,6 +15,7 @@ import hmac
 import os
 import re
 import struct
+import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -309,13 +310,122 @@ def srv_seeds():
     put("fuzz_srv", bytes([1]) + built(0, many[:40]))
 
 
+# ------------------------------------------------------------------ bosh
+HTTPBIND = ("<body xmlns='http://jabber.org/protocol/httpbind' "
+            "xmlns:stream='http://etherx.jabber.org/streams'")
+CONDITIONS = ["bad-request", "host-gone", "host-unknown", "improper-addressing",
+              "internal-server-error", "item-not-found", "other-request", "policy-violation",
+              "remote-connection-failed", "remote-stream-error", "see-other-uri",
+              "system-shutdown", "undefined-condition", "made-up-condition", ""]
+
+
+def bosh_body(children="", sid="sid-1", attrs=""):
+    head = HTTPBIND + (" sid='%s'" % sid if sid is not None else "") + attrs
+    return (head + (">" + children + "</body>" if children else "/>")).encode()
+
+
+def bosh_seeds():
+    """fuzz_bosh: one response body per turn, as Prosody/ejabberd send them;
+    the login gets to READY (the bind id is what fuzz_bosh's session uses)."""
+    create = bosh_body(
+        "<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
+        "<mechanism>PLAIN</mechanism></mechanisms>"
+        "</stream:features>",
+        attrs=" wait='60' requests='2' hold='1' ver='1.6' polling='5' inactivity='60' "
+              "maxpause='120' from='localhost' authid='a1' xmpp:version='1.0' "
+              "xmlns:xmpp='urn:xmpp:xbosh'")
+    login = [
+        create,
+        bosh_body("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>"),
+        bosh_body("<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"
+                  "<sm xmlns='urn:xmpp:sm:3'/></stream:features>"),
+        bosh_body("<iq xmlns='jabber:client' type='result' id='ep-8a0d901300000001'>"
+                  "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><jid>alice@localhost/res</jid>"
+                  "</bind></iq>"),
+        bosh_body("<message xmlns='jabber:client' from='bob@localhost/x' type='chat'>"
+                  "<body>hi &amp; bye</body></message>\n"
+                  "<presence xmlns='jabber:client' from='bob@localhost/x'/>"
+                  "<iq xmlns='jabber:client' type='get' id='p1' from='localhost'>"
+                  "<ping xmlns='urn:xmpp:ping'/></iq>"),
+        bosh_body(),
+        bosh_body(sid=None),
+    ]
+    for flags in (4, 4 | 16 | 64, 4 | 128, 4 | 32, 4 | 2):
+        put("fuzz_bosh", bytes([flags]) + SEP.join(login))
+    put("fuzz_bosh", bytes([4]) + SEP.join(
+        login[:-2] + [bosh_body("<message xmlns='jabber:client'><body>last</body></message>",
+                                attrs=" type='terminate' condition='system-shutdown'")]))
+    # Every condition: refusing the session, and ending it with a stanza.
+    for c in CONDITIONS:
+        extra = ""
+        if c == "see-other-uri":
+            extra = "<uri>https://other.example/http-bind</uri>"
+        elif c == "remote-stream-error":
+            extra = ("<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+                     "<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>Replaced by new "
+                     "connection</text></stream:error>")
+        attrs = " type='terminate'" + (" condition='%s'" % c if c else "")
+        put("fuzz_bosh", bytes([0]) + bosh_body(extra, attrs=attrs))
+        put("fuzz_bosh", bytes([1]) + bosh_body(
+            extra + "<message xmlns='jabber:client'><body>x</body></message>", attrs=attrs))
+    # The transport's other ways out.
+    big = bosh_body("<message xmlns='jabber:client'><body>" + "A" * 600 + "</body></message>")
+    deep = bosh_body("<message xmlns='jabber:client'>" + "<a>" * 8 + "</a>" * 8 + "</message>")
+    attrs = bosh_body("<message xmlns='jabber:client' " +
+                      " ".join("a%d='v'" % i for i in range(8)) + "/>")
+    hostile = [
+        b"",
+        b"   \r\n",
+        b"not xml at all",
+        b"<?xml version='1.0' encoding='utf-8'?>\n" + bosh_body(),
+        b"<?xml version='1.0'",
+        b"<?xml version='1.0' encoding='ISO-8859-1'?>" + bosh_body(),
+        b"<stream:features xmlns:stream='http://etherx.jabber.org/streams'/>",
+        b"<body xmlns='urn:other' sid='sid-1'/>",
+        b"<body sid='sid-1'/>",
+        b"<x:body xmlns:x='http://jabber.org/protocol/httpbind' sid='sid-1'/>",
+        bosh_body() + bosh_body(),
+        bosh_body("<message xmlns='jabber:client'>")[:-7],
+        bosh_body(sid="other"),
+        bosh_body(sid=""),
+        bosh_body(sid="has space"),
+        bosh_body(sid="s" * 129),
+        bosh_body(attrs=" type='error'"),
+        bosh_body(attrs=" type='terminate' condition='bad\x01\x1fcond'"),
+        big, deep, attrs,
+        bosh_body("text only, no element"),
+        bosh_body("<![CDATA[<message/>]]><message xmlns='jabber:client'/>"),
+        bosh_body("<p:message xmlns:p='jabber:client'/>"),
+        bosh_body("<message/>"),
+        bosh_body("<!-- comment --><message xmlns='jabber:client'/>"),
+        b"<!DOCTYPE body [<!ENTITY a 'b'>]>" + bosh_body("&a;"),
+        HTTPBIND.encode() + b" sid='sid-1'><message xmlns='jabber:client'><body>caf\xc3 \xff"
+        b"</body></message></body>",
+        bosh_body("<stream:error><host-unknown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+                  "</stream:error>"),
+    ]
+    for h in hostile:
+        put("fuzz_bosh", bytes([1]) + h)
+    put("fuzz_bosh", bytes([0]) + bosh_body(sid=None))
+    put("fuzz_bosh", bytes([0]) + bosh_body(sid="sid\ttab"))
+    put("fuzz_bosh", bytes([1 | 32]) + deep + SEP + attrs)  # over the tiny limits
+    put("fuzz_bosh", bytes([1 | 2]) + big)  # over the small size cap
+    put("fuzz_bosh", bytes([0]) + SEP.join([create, bosh_body(attrs=" type='error'"),
+                                            bosh_body("<success xmlns='urn:ietf:params:xml:ns:"
+                                                      "xmpp-sasl'/>")]))
+
+
 def main():
-    streams = session_seeds()
-    xml_seeds(streams)
-    sasl_seeds()
-    ws_seeds()
-    jid_seeds()
-    srv_seeds()
+    """With target names (fuzz_bosh …), writes only their seeds."""
+    only = set(sys.argv[1:])
+    if not only or only & {"fuzz_session", "fuzz_xml"}:
+        streams = session_seeds()
+        if not only or "fuzz_xml" in only:
+            xml_seeds(streams)
+    for name, fn in (("fuzz_sasl", sasl_seeds), ("fuzz_ws", ws_seeds), ("fuzz_jid", jid_seeds),
+                     ("fuzz_srv", srv_seeds), ("fuzz_bosh", bosh_seeds)):
+        if not only or name in only:
+            fn()
     for t in sorted(os.listdir(os.path.join(HERE, "corpus"))):
         print("%-14s %d files" % (t, len(os.listdir(os.path.join(HERE, "corpus", t)))))
 
