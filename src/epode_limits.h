@@ -36,6 +36,12 @@
 #define EPODE_DEFAULT_SM_ACK_EVERY 5u
 #define EPODE_DEFAULT_SM_ACK_MS 2000u
 
+/* Tracked stanzas waiting for an acknowledgement (or, without XEP-0198,
+ * for the end of the session): each costs a small record, so 65536 is a
+ * few MiB at most, and a server that never acknowledges cannot make the
+ * list grow without bound. */
+#define EPODE_DEFAULT_UNACKED 65536u
+
 /* Timeouts, milliseconds. */
 #define EPODE_DEFAULT_TIMEOUT_CONNECT 30000u
 #define EPODE_DEFAULT_TIMEOUT_TLS 30000u

@@ -51,6 +51,7 @@ typedef enum epode_limit {
   EPODE_LIMIT_SASL_ROUNDS,      /* challenges accepted in one SASL exchange */
   EPODE_LIMIT_SCRAM_ITER_MIN,   /* lowest SCRAM iteration count accepted */
   EPODE_LIMIT_SCRAM_ITER_MAX,   /* highest SCRAM iteration count accepted */
+  EPODE_LIMIT_UNACKED,          /* tracked stanzas awaiting their delivery report */
   EPODE_LIMIT_COUNT_
 } epode_limit;
 

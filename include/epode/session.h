@@ -177,7 +177,9 @@ typedef void (*epode_delivery_fn)(epode_session *s, epode_delivery status, const
                                   void *ud);
 /* Like epode_session_send(), and reports the stanza's fate to `fn` (`id`
  * is the stanza's id attribute, or NULL). If this returns an error, `fn`
- * is never called. */
+ * is never called. Without XEP-0198 the reports come when the session
+ * ends; at most EPODE_LIMIT_UNACKED stanzas wait for theirs
+ * (EPODE_ERR_QUEUE_FULL beyond). */
 epode_err epode_session_send_tracked(epode_session *s, const epode_stanza *st,
                                      epode_delivery_fn fn, void *ud);
 /* Whether XEP-0198 is active on this stream (the server answered

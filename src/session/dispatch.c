@@ -76,6 +76,7 @@ static int can_send(const epode_session *s) {
 static epode_err send_bytes(epode_session *s, const char *data, size_t len, epode_delivery_fn fn,
                             void *ud, const char *id, int stanza) {
   if (!can_send(s)) return EPODE_ERR_STATE;
+  if (fn && s->ua_count >= s->cfg->limits[EPODE_LIMIT_UNACKED]) return EPODE_ERR_QUEUE_FULL;
   if (s->state != EPODE_STATE_READY) return enqueue(s, data, len, fn, ud, id, stanza);
   epode_err e = epode__session_write(s, data, len);
   if (e) return e;

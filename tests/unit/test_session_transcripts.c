@@ -116,6 +116,7 @@ static epode_limit limit_by_name(const char *name) {
   if (!strcmp(name, "sasl-rounds")) return EPODE_LIMIT_SASL_ROUNDS;
   if (!strcmp(name, "depth")) return EPODE_LIMIT_DEPTH;
   if (!strcmp(name, "output-bytes")) return EPODE_LIMIT_OUTPUT_BYTES;
+  if (!strcmp(name, "unacked")) return EPODE_LIMIT_UNACKED;
   fail_msg("unknown limit %s", name);
   return EPODE_LIMIT_COUNT_;
 }
