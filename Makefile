@@ -59,6 +59,19 @@ fuzz: $(FUZZ_BUILD)/CMakeCache.txt
 	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_all
 	sh tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
+# make bench: builds bench/ in its own directory (EPODE_BENCH=ON, needs
+# Debian's libstrophe-dev) and runs every scenario for epode and libstrophe;
+# prints the table and writes bench/results/latest.md. BENCH_SCALE=0.1 runs
+# a tenth of the counts. See bench/README.md.
+BENCH_BUILD ?= build-bench
+BENCH_TARGETS = bench_xserver bench_epode bench_strophe bench_expat
+.PHONY: bench
+bench:
+	@pkg-config --exists libstrophe || { echo "bench: libstrophe-dev is missing (apt-get install libstrophe-dev)" >&2; exit 1; }
+	cmake -S . -B $(BENCH_BUILD) -DEPODE_BENCH=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake --build $(BENCH_BUILD) -j $(JOBS) --target $(BENCH_TARGETS)
+	sh bench/run.sh $(BENCH_BUILD)
+
 demo: build
 	@bash scripts/demo.sh $(BUILD)
 
