@@ -84,9 +84,11 @@ epode_err epode_conn_process_fd(epode_conn *c, int fd, unsigned events);
 /* The timer requested through epode_timer_fn fired. Same returns. */
 epode_err epode_conn_process_timeout(epode_conn *c);
 /* Writes what the session has queued now. Rarely needed: stanzas sent with
- * epode_session_send()/send_iq()/close go out by themselves, at once when
- * sent from outside the connection's callbacks and when the callback
- * returns otherwise. */
+ * epode_session_send()/send_iq()/close go out by themselves — when the
+ * callback returns if sent from one of the connection's callbacks, else at
+ * the host's next loop iteration (a 0 ms timer), so that many stanzas sent
+ * in one go travel together. Call this to write before returning to the
+ * loop. */
 epode_err epode_conn_flush(epode_conn *c);
 /* Ends the stream politely (the session's close, then TLS close_notify and
  * the socket) — finishes asynchronously with EPODE_EV_CLOSED, after the

@@ -100,6 +100,7 @@ struct epode_conn {
   int closed_emitted;
   int free_requested; /* epode_conn_free() from inside a callback */
   int kick;           /* run process_timeout soon (0 ms timer) */
+  int flush_pending;  /* the app sent from outside: write at the next timeout */
   int more_input;     /* read budget used up, or TLS holds decrypted data */
   int write_failed;
   int write_errno;
@@ -125,8 +126,6 @@ struct epode_conn {
   char *redirect_to; /* see-other-uri to follow */
   int redirects, redirect_bad;
 
-  unsigned char rbuf[READ_CHUNK];
-  unsigned char pbuf[READ_CHUNK];
 };
 
 uint64_t epode_now_ms(void) {
@@ -291,7 +290,7 @@ static void update_io(epode_conn *c) {
     int64_t x_ = (x);                                                                              \
     if (x_ >= 0 && (d < 0 || x_ < d)) d = x_;                                                      \
   } while (0)
-  if (c->phase != PH_DONE && c->phase != PH_IDLE && (c->kick || c->more_input))
+  if (c->phase != PH_DONE && c->phase != PH_IDLE && (c->kick || c->more_input || c->flush_pending))
     CONSIDER((int64_t)now);
   switch (c->phase) {
   case PH_DISCOVERING: CONSIDER(c->disc_timer_at); break;
@@ -777,13 +776,15 @@ static void pump_plain(epode_conn *c) {
   while (c->phase == PH_STREAM && c->tls && !c->session_closed) {
     size_t n = 0;
     int eof = 0;
-    epode_err e = epode__tls_read(c->tls, c->pbuf, sizeof c->pbuf, &n, &eof);
+    /* On the stack: an idle connection holds no read buffers. */
+    unsigned char pbuf[READ_CHUNK];
+    epode_err e = epode__tls_read(c->tls, pbuf, sizeof pbuf, &n, &eof);
     if (e) {
       fail(c, EPODE_ERR_TLS, "%s", epode__tls_detail(c->tls));
       return;
     }
     if (n) {
-      feed_session(c, c->pbuf, n);
+      feed_session(c, pbuf, n);
       continue;
     }
     if (move_tls_out(c) < 0) return; /* post-handshake replies (key update) */
@@ -798,7 +799,8 @@ static void read_input(epode_conn *c) {
   c->more_input = 0;
   c->in_read = 1;
   while (c->fd >= 0 && (c->phase == PH_TLS || c->phase == PH_STREAM) && !c->session_closed) {
-    long n = epode__sock_recv(c->fd, c->rbuf, sizeof c->rbuf);
+    unsigned char rbuf[READ_CHUNK]; /* on the stack, as pbuf in pump_plain */
+    long n = epode__sock_recv(c->fd, rbuf, sizeof rbuf);
     if (n < 0) {
       int e = errno;
       if (e == EAGAIN || e == EWOULDBLOCK) break;
@@ -821,10 +823,10 @@ static void read_input(epode_conn *c) {
       handle_eof(c);
       break;
     }
-    if (!c->bytes_in) c->first_byte = c->rbuf[0];
+    if (!c->bytes_in) c->first_byte = rbuf[0];
     c->bytes_in += (uint64_t)n;
     if (c->tls) {
-      epode_err e = epode__tls_feed(c->tls, c->rbuf, (size_t)n);
+      epode_err e = epode__tls_feed(c->tls, rbuf, (size_t)n);
       if (e) {
         fail(c, e, "%s", epode__tls_detail(c->tls));
         break;
@@ -832,7 +834,7 @@ static void read_input(epode_conn *c) {
       if (c->phase == PH_TLS) step_handshake(c);
       if (c->phase == PH_STREAM) pump_plain(c);
     } else {
-      feed_session(c, c->rbuf, (size_t)n);
+      feed_session(c, rbuf, (size_t)n);
     }
     if ((size_t)n >= budget) {
       c->more_input = 1;
@@ -1034,7 +1036,12 @@ static void advance(epode_conn *c) {
 static void on_session_output(epode_session *s, void *ud) {
   epode_conn *c = ud;
   (void)s;
-  if (!c->depth) (void)epode_conn_flush(c);
+  if (c->depth || c->flush_pending) return; /* goes out when our processing ends */
+  /* Not at once: an app sending many stanzas in one go would make one TCP
+   * segment (and one TLS record) each. A 0 ms timer sends them together
+   * at the host's next loop iteration. */
+  c->flush_pending = 1;
+  update_io(c);
 }
 
 epode_err epode_conn_new(epode_conn **out, const epode_config *cfg) {
@@ -1274,6 +1281,10 @@ epode_err epode_conn_process_timeout(epode_conn *c) {
   uint64_t now = epode_now_ms();
   c->timer_on = 0; /* the request was used */
   c->kick = 0;
+  if (c->flush_pending) {
+    c->flush_pending = 0;
+    if (c->phase == PH_STREAM || c->phase == PH_BOSH) after_session(c);
+  }
   switch (c->phase) {
   case PH_DISCOVERING:
     if (c->disc_timer_at >= 0 && (int64_t)now >= c->disc_timer_at) {
@@ -1352,6 +1363,7 @@ epode_err epode_conn_process_timeout(epode_conn *c) {
 epode_err epode_conn_flush(epode_conn *c) {
   if (!c) return EPODE_ERR_INVAL;
   if (c->depth) return EPODE_OK; /* flushed when the current processing ends */
+  c->flush_pending = 0;
   if (c->phase != PH_STREAM && c->phase != PH_BOSH) return EPODE_OK;
   after_session(c);
   end_call(c);
