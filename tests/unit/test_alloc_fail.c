@@ -14,7 +14,6 @@
  * then, on both: a message in (handler), a message out, an iq round trip
  * (send_iq and its callback), an unhandled iq get (answered with an error
  * by the library), a timed handler, and a clean close. */
-#include <execinfo.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -29,55 +28,11 @@
 
 #include "epode/epode.h"
 
-/* ------------------------------------------------------- failing allocator */
+#include "failmem.h"
 
-typedef struct {
-  long calls;   /* allocation calls so far (alloc, and realloc) */
-  long fail_at; /* this call fails (0: none) */
-  long live;    /* blocks currently allocated */
-  int failed;   /* the failure was injected */
-} failmem;
-
-/* EPODE_ALLOC_TRACE=N prints where allocation N is made (to find the
- * call site behind a failing run). */
-static void trace(const failmem *m) {
-  const char *t = getenv("EPODE_ALLOC_TRACE");
-  if (!t || atol(t) != m->fail_at) return;
-  void *frames[32];
-  int n = backtrace(frames, 32);
-  fprintf(stderr, "allocation %ld:\n", m->fail_at);
-  backtrace_symbols_fd(frames, n, 2);
-}
-
-static void *fm_alloc(size_t n, void *ud) {
-  failmem *m = ud;
-  if (++m->calls == m->fail_at) {
-    m->failed = 1;
-    trace(m);
-    return NULL;
-  }
-  void *p = malloc(n);
-  if (p) m->live++;
-  return p;
-}
-
-static void *fm_realloc(void *p, size_t n, void *ud) {
-  failmem *m = ud;
-  if (++m->calls == m->fail_at) {
-    m->failed = 1;
-    trace(m);
-    return NULL;
-  }
-  void *q = realloc(p, n);
-  if (q && !p) m->live++;
-  return q;
-}
-
-static void fm_free(void *p, void *ud) {
-  failmem *m = ud;
-  if (p) m->live--;
-  free(p);
-}
+/* The failing allocator is tests/support/failmem.h (EPODE_ALLOC_TRACE=N
+ * prints where allocation N is made, to find the call site behind a failing
+ * run). */
 
 /* ----------------------------------------------------------------- run */
 
@@ -92,7 +47,7 @@ static void fm_free(void *p, void *ud) {
 typedef enum { RUN_DONE, RUN_ERROR, RUN_ABSORBED } run_result;
 
 typedef struct {
-  failmem mem;
+  epode_test_failmem mem;
   epode_mem hooks;
   epode_session *s;
   uint64_t now;
@@ -473,8 +428,8 @@ static void scenario(run *r, int login, epode_config **cfgp) {
 static run_result run_once(int login, long fail_at, long *calls) {
   run *r = calloc(1, sizeof *r);
   assert_non_null(r);
-  r->mem.fail_at = fail_at;
-  r->hooks = (epode_mem){fm_alloc, fm_realloc, fm_free, &r->mem};
+  epode_test_failmem_init(&r->mem, fail_at);
+  r->hooks = r->mem.mem;
   r->now = 1000;
   epode_config *cfg = NULL;
   run_result res = RUN_DONE;

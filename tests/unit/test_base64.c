@@ -15,6 +15,8 @@
 #include "util/base64_int.h"
 #include "util/buf.h"
 
+#include "failmem.h"
+
 static void enc_is(const char *in, const char *want) {
   char *out = NULL;
   size_t ol = 99;
@@ -206,33 +208,18 @@ static void test_buf_and_raw(void **st) {
   epode__buf_free(&b);
 }
 
-static int fail_after;
-static void *fail_alloc(size_t n, void *ud) {
-  (void)ud;
-  return fail_after-- > 0 ? malloc(n) : NULL;
-}
-static void *fail_realloc(void *p, size_t n, void *ud) {
-  (void)ud;
-  return fail_after-- > 0 ? realloc(p, n) : NULL;
-}
-static void fail_free(void *p, void *ud) {
-  (void)ud;
-  free(p);
-}
-
 static void test_nomem(void **st) {
   (void)st;
-  epode_mem m = {fail_alloc, fail_realloc, fail_free, NULL};
-  fail_after = 0;
+  epode_test_failmem f;
+  epode_test_failmem_init_budget(&f, 0); /* every allocation fails */
+  epode_mem m = f.mem;
   char *e = (char *)"x";
   assert_int_equal(epode_base64_encode(&m, "foo", 3, &e, NULL), EPODE_ERR_NOMEM);
   assert_null(e);
   unsigned char *d = (unsigned char *)"x";
-  fail_after = 0;
   assert_int_equal(epode_base64_decode(&m, "Zm9v", 4, &d, NULL), EPODE_ERR_NOMEM);
   assert_null(d);
   /* invalid length is refused before any allocation */
-  fail_after = 0;
   assert_int_equal(epode_base64_decode(&m, "Zm9", 3, &d, NULL), EPODE_ERR_BASE64);
 }
 

@@ -21,6 +21,8 @@
 
 #include "test_net_support.h"
 
+#include "failmem.h"
+
 #define WS EPODE_TRANSPORT_WEBSOCKET
 #define BOSH EPODE_TRANSPORT_BOSH
 
@@ -334,37 +336,15 @@ static void t_parsers_noise(void **st) {
 }
 
 /* Each allocation failed in turn: EPODE_ERR_NOMEM (or success), no leak. */
-typedef struct counting {
-  long calls, fail_at, live;
-} counting;
-static void *c_alloc(size_t n, void *ud) {
-  counting *c = ud;
-  if (++c->calls == c->fail_at) return NULL;
-  void *p = malloc(n);
-  if (p) c->live++;
-  return p;
-}
-static void *c_realloc(void *p, size_t n, void *ud) {
-  counting *c = ud;
-  if (++c->calls == c->fail_at) return NULL;
-  void *q = realloc(p, n);
-  if (q && !p) c->live++;
-  return q;
-}
-static void c_free(void *p, void *ud) {
-  counting *c = ud;
-  if (p) c->live--;
-  free(p);
-}
-
 static void t_parsers_alloc_failures(void **st) {
   const char *jdoc = "{\"links\":[{\"rel\":\"urn:xmpp:alt-connections:websocket\",\"href\":"
                      "\"wss://e/\"}]}";
   for (int which = 0; which < 2; which++) {
     long ok_at = -1;
     for (long k = 1; k < 500 && ok_at < 0; k++) {
-      counting c = {0, k, 0};
-      epode_mem mem = {c_alloc, c_realloc, c_free, &c};
+      epode_test_failmem c;
+      epode_test_failmem_init(&c, k);
+      epode_mem mem = c.mem;
       char *url = NULL;
       epode_err e =
           which ? epode__discover_parse_json(&mem, jdoc, strlen(jdoc), WS, 0, &url, why, sizeof why)

@@ -186,7 +186,9 @@ static void test_lengths(void **state) {
   free(l), free(l1), free(r), free(r1), free(d), free(d1), free(dd), free(mb);
 }
 
-/* Allocation hooks that count, to check the JID uses them. */
+/* Allocation hooks that count, to check the JID uses them. Not the shared
+ * tests/support/failmem.h on purpose: these count alloc calls and frees
+ * (n_alloc == n_free), and fail_alloc fails alloc but not realloc. */
 static size_t n_alloc, n_free;
 static void *c_alloc(size_t n, void *ud) {
   (void)ud;

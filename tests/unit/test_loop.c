@@ -26,6 +26,8 @@
 #include "loop/loop_int.h"
 #include "util/alloc.h"
 
+#include "failmem.h"
+
 /* Monotonic time in microseconds, for measuring from the test's side. */
 static uint64_t now_us(void) {
   struct timespec ts;
@@ -765,37 +767,11 @@ static void test_adapter_detached_by_free(void **state) {
 
 /* ------------------------------------------------------------------ allocation failure */
 
-typedef struct failmem {
-  long n;
-  long fail_at; /* the allocation with this index fails; -1: none */
-  long live;
-} failmem;
-
-static void *fm_alloc(size_t n, void *ud) {
-  failmem *f = ud;
-  if (f->n++ == f->fail_at) return NULL;
-  f->live++;
-  return malloc(n);
-}
-
-static void *fm_realloc(void *p, size_t n, void *ud) {
-  failmem *f = ud;
-  if (f->n++ == f->fail_at) return NULL;
-  if (!p) f->live++;
-  return realloc(p, n);
-}
-
-static void fm_free(void *p, void *ud) {
-  failmem *f = ud;
-  if (p) f->live--;
-  free(p);
-}
-
 /* One scenario that allocates through every path: the loop, timers (heap
  * growth past 16), fd slots (growth past a high fd), a source. Returns the
  * first error, having cleaned up. */
-static epode_err scenario(failmem *fm) {
-  epode_mem mem = {fm_alloc, fm_realloc, fm_free, fm};
+static epode_err scenario(epode_test_failmem *fm) {
+  epode_mem mem = fm->mem;
   epode_loop *loop = NULL;
   epode_err err = epode_loop_new(&loop, &mem);
   if (err) {
@@ -842,13 +818,15 @@ static epode_err scenario(failmem *fm) {
 }
 
 static void test_alloc_failures(void **state) {
-  failmem fm = {0, -1, 0};
+  epode_test_failmem fm;
+  epode_test_failmem_init(&fm, 0);
   assert_int_equal(scenario(&fm), EPODE_OK);
   assert_int_equal(fm.live, 0);
-  long total = fm.n;
+  long total = fm.calls;
   assert_true(total >= 5);
   for (long i = 0; i < total; i++) {
-    failmem f = {0, i, 0};
+    epode_test_failmem f;
+    epode_test_failmem_init(&f, i + 1); /* i counts from 0 */
     epode_err err = scenario(&f);
     assert_int_equal(err, EPODE_ERR_NOMEM);
     assert_int_equal(f.live, 0);

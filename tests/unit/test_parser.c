@@ -13,6 +13,8 @@
 
 #include "xml/parser.h"
 
+#include "failmem.h"
+
 #define HDR                                                                                        \
   "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "          \
   "from='example.com' id='s1' version='1.0' xml:lang='en'>"
@@ -851,30 +853,6 @@ static void test_fragments(void **state) {
 
 /* ------------------------------------------------------------ allocation failure */
 
-typedef struct failmem {
-  long fail_at, calls, live;
-} failmem;
-
-static void *f_alloc(size_t n, void *ud) {
-  failmem *f = ud;
-  if (++f->calls == f->fail_at) return NULL;
-  void *p = malloc(n);
-  if (p) f->live++;
-  return p;
-}
-static void *f_realloc(void *p, size_t n, void *ud) {
-  failmem *f = ud;
-  if (++f->calls == f->fail_at) return NULL;
-  void *q = realloc(p, n);
-  if (q && !p) f->live++;
-  return q;
-}
-static void f_free(void *p, void *ud) {
-  failmem *f = ud;
-  if (p) f->live--;
-  free(p);
-}
-
 static epode_err cb_count(void *ud, epode_stanza *st) {
   (*(int *)ud)++;
   epode_stanza_free(st);
@@ -883,11 +861,12 @@ static epode_err cb_count(void *ud, epode_stanza *st) {
 
 static void test_alloc_failure(void **state) {
   (void)state;
-  failmem f = {0, 0, 0};
-  epode_mem mem = {f_alloc, f_realloc, f_free, &f};
+  epode_test_failmem f;
+  epode_test_failmem_init(&f, 0);
+  epode_mem mem = f.mem;
   epode__xml_callbacks cb = {NULL, cb_count, NULL};
   for (long n = 1;; n++) {
-    f.fail_at = n, f.calls = 0, f.live = 0;
+    epode_test_failmem_init(&f, n);
     int count = 0;
     epode__xml_parser *p = NULL;
     epode_err e = epode__xml_parser_new(&p, &mem, NULL, EPODE__XML_STREAM, &cb, &count);

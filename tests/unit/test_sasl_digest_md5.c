@@ -22,6 +22,8 @@
 #include "sasl/sasl_int.h"
 #include "util/buf.h"
 
+#include "failmem.h"
+
 static const epode__sasl_mech *const M = &epode__sasl_digest_md5;
 
 /* RFC 2831 section 4 (IMAP). */
@@ -625,43 +627,16 @@ static void test_cnonce(void **st) {
 
 /* ------------------------------------------------------------ allocation */
 
-typedef struct failmem {
-  long budget; /* allocations left before failing; <0 never fails */
-  long live;
-} failmem;
-
-static void *fm_alloc(size_t n, void *ud) {
-  failmem *f = ud;
-  if (f->budget == 0) return NULL;
-  if (f->budget > 0) f->budget--;
-  void *p = malloc(n);
-  if (p) f->live++;
-  return p;
-}
-static void *fm_realloc(void *old, size_t n, void *ud) {
-  failmem *f = ud;
-  if (f->budget == 0) return NULL;
-  if (f->budget > 0) f->budget--;
-  void *p = realloc(old, n);
-  if (p && !old) f->live++;
-  return p;
-}
-static void fm_free(void *p, void *ud) {
-  failmem *f = ud;
-  if (p) f->live--;
-  free(p);
-}
-
 static void test_alloc_failures(void **st) {
   (void)st;
   int completed = 0;
   long n;
   for (n = 0; n < 200 && !completed; n++) {
-    failmem f = {n, 0};
-    epode_mem mem = {fm_alloc, fm_realloc, fm_free, &f};
+    epode_test_failmem f;
+    epode_test_failmem_init_budget(&f, n);
     epode__sasl_params p;
     params_init(&p);
-    p.mem = &mem;
+    p.mem = &f.mem;
     p.authzid = "romeo@example.com";
     ex x;
     epode_err e = ex_start(&x, &p);

@@ -13,6 +13,8 @@
 #include "sasl/sasl.h"
 #include "util/buf.h"
 
+#include "failmem.h"
+
 #define BIG (1024 * 1024)
 
 /* The RFC 7628 section 4.1 token. */
@@ -135,33 +137,6 @@ static void start_appends(const epode__sasl_mech *m, const epode__sasl_params *p
 
 /* ------------------------------------------------------------ allocation */
 
-typedef struct failmem {
-  long budget; /* allocations left before failing; <0 never fails */
-  long live;
-} failmem;
-
-static void *fm_alloc(size_t n, void *ud) {
-  failmem *f = ud;
-  if (f->budget == 0) return NULL;
-  if (f->budget > 0) f->budget--;
-  void *p = malloc(n);
-  if (p) f->live++;
-  return p;
-}
-static void *fm_realloc(void *old, size_t n, void *ud) {
-  failmem *f = ud;
-  if (f->budget == 0) return NULL;
-  if (f->budget > 0) f->budget--;
-  void *p = realloc(old, n);
-  if (p && !old) f->live++;
-  return p;
-}
-static void fm_free(void *p, void *ud) {
-  failmem *f = ud;
-  if (p) f->live--;
-  free(p);
-}
-
 /* Fails each allocation in turn through start(), one challenge (when
  * `challenge` is set) and success(); every failure is NOMEM with no leak,
  * and the run eventually ends in `want_final` (OAUTHBEARER's error path
@@ -170,10 +145,10 @@ static void fm_free(void *p, void *ud) {
 static long alloc_sweep(const epode__sasl_mech *m, const epode__sasl_params *base,
                         const char *challenge, const char *want_initial, epode_err want_final) {
   for (long n = 0; n < 100; n++) {
-    failmem f = {n, 0};
-    epode_mem mem = {fm_alloc, fm_realloc, fm_free, &f};
+    epode_test_failmem f;
+    epode_test_failmem_init_budget(&f, n);
     epode__sasl_params p = *base;
-    p.mem = &mem;
+    p.mem = &f.mem;
     ex x;
     epode_err e = ex_start(&x, m, &p);
     if (!e) {

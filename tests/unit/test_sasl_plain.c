@@ -11,6 +11,8 @@
 #include "sasl/sasl.h"
 #include "util/buf.h"
 
+#include "failmem.h"
+
 static const epode__sasl_mech *const M = &epode__sasl_plain;
 
 static void params_init(epode__sasl_params *p) {
@@ -199,48 +201,21 @@ static void test_saslprep(void **st) {
 
 /* ------------------------------------------------------------ allocation */
 
-typedef struct failmem {
-  long budget;
-  long live;
-} failmem;
-
-static void *fm_alloc(size_t n, void *ud) {
-  failmem *f = ud;
-  if (f->budget == 0) return NULL;
-  if (f->budget > 0) f->budget--;
-  void *p = malloc(n);
-  if (p) f->live++;
-  return p;
-}
-static void *fm_realloc(void *old, size_t n, void *ud) {
-  failmem *f = ud;
-  if (f->budget == 0) return NULL;
-  if (f->budget > 0) f->budget--;
-  void *p = realloc(old, n);
-  if (p && !old) f->live++;
-  return p;
-}
-static void fm_free(void *p, void *ud) {
-  failmem *f = ud;
-  if (p) f->live--;
-  free(p);
-}
-
 static void test_alloc_failures(void **st) {
   (void)st;
   int completed = 0;
   long n;
   for (n = 0; n < 100 && !completed; n++) {
-    failmem f = {n, 0};
-    epode_mem mem = {fm_alloc, fm_realloc, fm_free, &f};
+    epode_test_failmem f;
+    epode_test_failmem_init_budget(&f, n);
     epode__sasl_params p;
     params_init(&p);
-    p.mem = &mem;
+    p.mem = &f.mem;
     p.authcid = "I\xc2\xadX"; /* through libidn */
     p.authzid = "admin@example.com";
     void *s = NULL;
     epode__buf out;
-    epode__buf_init(&out, &mem, 0);
+    epode__buf_init(&out, &f.mem, 0);
     int has;
     epode_err e = M->start(&s, &p, &out, &has);
     if (!e) {
@@ -260,12 +235,12 @@ static void test_alloc_failures(void **st) {
 
   /* SASLprep itself */
   for (n = 0; n < 3; n++) {
-    failmem f = {n, 0};
-    epode_mem mem = {fm_alloc, fm_realloc, fm_free, &f};
+    epode_test_failmem f;
+    epode_test_failmem_init_budget(&f, n);
     char *out = NULL;
-    epode_err e = epode__saslprep(&mem, n % 2 ? "ascii" : "\xc2\xaa", &out);
+    epode_err e = epode__saslprep(&f.mem, n % 2 ? "ascii" : "\xc2\xaa", &out);
     if (n == 0) assert_int_equal(e, EPODE_ERR_NOMEM);
-    if (!e) epode_free(&mem, out);
+    if (!e) epode_free(&f.mem, out);
     assert_int_equal(f.live, 0);
   }
 }

@@ -18,6 +18,8 @@
 #include "sasl/sasl_int.h"
 #include "util/buf.h"
 
+#include "failmem.h"
+
 #define RFC5802_NONCE "fyko+d2lbbFgONRv9qkxdawL"
 #define RFC5802_FIRST "n,,n=user,r=" RFC5802_NONCE
 #define RFC5802_SFIRST "r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096"
@@ -717,33 +719,6 @@ static void test_gs2_flag(void **st) {
 
 /* ------------------------------------------------------------ allocation */
 
-typedef struct failmem {
-  long budget; /* allocations left before failing; <0 never fails */
-  long live;
-} failmem;
-
-static void *fm_alloc(size_t n, void *ud) {
-  failmem *f = ud;
-  if (f->budget == 0) return NULL;
-  if (f->budget > 0) f->budget--;
-  void *p = malloc(n);
-  if (p) f->live++;
-  return p;
-}
-static void *fm_realloc(void *old, size_t n, void *ud) {
-  failmem *f = ud;
-  if (f->budget == 0) return NULL;
-  if (f->budget > 0) f->budget--;
-  void *p = realloc(old, n);
-  if (p && !old) f->live++;
-  return p;
-}
-static void fm_free(void *p, void *ud) {
-  failmem *f = ud;
-  if (p) f->live--;
-  free(p);
-}
-
 static void test_alloc_failures(void **st) {
   (void)st;
   epode_tls_info t;
@@ -756,11 +731,11 @@ static void test_alloc_failures(void **st) {
     int completed = 0;
     long n;
     for (n = 0; n < 200 && !completed; n++) {
-      failmem f = {n, 0};
-      epode_mem mem = {fm_alloc, fm_realloc, fm_free, &f};
+      epode_test_failmem f;
+      epode_test_failmem_init_budget(&f, n);
       epode__sasl_params p;
       params_init(&p);
-      p.mem = &mem;
+      p.mem = &f.mem;
       p.authcid = "us\xc2\xad\x65r"; /* through libidn: "user" */
       p.authzid = "a,z";
       p.tls = &t;

@@ -15,6 +15,8 @@
 
 #include "epode/epode.h"
 
+#include "failmem.h"
+
 #define HDR_S                                                                                 \
   "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "                                \
   "xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='localhost' version='1.0'>"
@@ -639,32 +641,19 @@ static void test_output_cb_and_abort(void **state) {
 
 /* Every allocation failing in turn during a whole login: a clean error or
  * success, never a crash or leak (ASan checks the leaks). */
-typedef struct {
-  long countdown;
-} failmem;
-static void *fm_alloc(size_t n, void *ud) {
-  failmem *m = ud;
-  if (m->countdown >= 0 && m->countdown-- == 0) return NULL;
-  return malloc(n);
-}
-static void *fm_realloc(void *p, size_t n, void *ud) {
-  failmem *m = ud;
-  if (m->countdown >= 0 && m->countdown-- == 0) return NULL;
-  return realloc(p, n);
-}
-static void fm_free(void *p, void *ud) { free(p); }
-
 static void test_alloc_failures(void **state) {
   (void)state;
   int completed = 0;
   for (long n = 0; n < 2000 && !completed; n++) {
-    failmem fm = {-1};
-    epode_mem mem = {fm_alloc, fm_realloc, fm_free, &fm};
+    epode_test_failmem fm;
+    epode_test_failmem_init(&fm, 0);
+    epode_mem mem = fm.mem;
     epode_config *cfg;
     assert_int_equal(epode_config_new(&cfg, &mem), EPODE_OK);
     epode_config_set_jid(cfg, "alice@localhost");
     epode_config_set_password(cfg, "pencil");
-    fm.countdown = n;
+    /* Armed once the config is set up: the (n+1)th allocation from here fails. */
+    fm.calls = 0, fm.fail_at = n + 1;
     epode_session *s = NULL;
     epode_err e = epode_session_new(&s, cfg);
     if (e) {
@@ -693,7 +682,7 @@ static void test_alloc_failures(void **state) {
     else
       assert_int_equal(epode_session_state(s), EPODE_STATE_CLOSED);
     epode_session_free(s);
-    fm.countdown = -1;
+    fm.fail_at = 0;
     epode_config_free(cfg);
   }
   assert_true(completed);

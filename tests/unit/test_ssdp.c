@@ -35,6 +35,8 @@
 #include "sasl/sasl_int.h"
 #include "util/buf.h"
 
+#include "failmem.h"
+
 /* ------------------------------------------------------------ the XEP example */
 
 /* Section 6.3: SCRAM-SHA-1-PLUS with tls-exporter, password "pencil". The
@@ -366,44 +368,17 @@ static void test_errmsg(void **st) {
 
 /* ------------------------------------------------------------ allocation */
 
-typedef struct failmem {
-  long budget;
-  long live;
-} failmem;
-
-static void *fm_alloc(size_t n, void *ud) {
-  failmem *f = ud;
-  if (f->budget == 0) return NULL;
-  if (f->budget > 0) f->budget--;
-  void *p = malloc(n);
-  if (p) f->live++;
-  return p;
-}
-static void *fm_realloc(void *old, size_t n, void *ud) {
-  failmem *f = ud;
-  if (f->budget == 0) return NULL;
-  if (f->budget > 0) f->budget--;
-  void *p = realloc(old, n);
-  if (p && !old) f->live++;
-  return p;
-}
-static void fm_free(void *p, void *ud) {
-  failmem *f = ud;
-  if (p) f->live--;
-  free(p);
-}
-
 static void test_alloc_failures(void **st) {
   (void)st;
   for (int bad = 0; bad < 2; bad++) {
     int completed = 0;
     long n;
     for (n = 0; n < 200 && !completed; n++) {
-      failmem f = {n, 0};
-      epode_mem mem = {fm_alloc, fm_realloc, fm_free, &f};
+      epode_test_failmem f;
+      epode_test_failmem_init_budget(&f, n);
       epode__sasl_params p;
       params_init(&p);
-      p.mem = &mem;
+      p.mem = &f.mem;
       p.server_mechs = full_mechs;
       p.server_cb_types = bad ? NULL : full_cbs;
       ex x;

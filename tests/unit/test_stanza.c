@@ -12,6 +12,8 @@
 #include "epode/stanza.h"
 #include "xml/parser.h"
 
+#include "failmem.h"
+
 /* ------------------------------------------------------------ helpers */
 
 static char *ser(const epode_stanza *st, const char *ctx) {
@@ -577,32 +579,6 @@ static void test_random_trees(void **state) {
 
 /* ------------------------------------------------------------ allocation failure */
 
-typedef struct failmem {
-  long fail_at; /* 1-based allocation number that fails; 0 = never */
-  long calls;
-  long live;
-} failmem;
-
-static void *f_alloc(size_t n, void *ud) {
-  failmem *f = ud;
-  if (++f->calls == f->fail_at) return NULL;
-  void *p = malloc(n);
-  if (p) f->live++;
-  return p;
-}
-static void *f_realloc(void *p, size_t n, void *ud) {
-  failmem *f = ud;
-  if (++f->calls == f->fail_at) return NULL;
-  void *q = realloc(p, n);
-  if (q && !p) f->live++;
-  return q;
-}
-static void f_free(void *p, void *ud) {
-  failmem *f = ud;
-  if (p) f->live--;
-  free(p);
-}
-
 /* Exercises every allocating call; returns the first error. */
 static epode_err scenario(const epode_mem *mem, char **result) {
   epode_stanza *m = NULL, *x = NULL, *c = NULL, *p = NULL, *d = NULL;
@@ -641,14 +617,15 @@ static epode_err scenario(const epode_mem *mem, char **result) {
 
 static void test_alloc_failure(void **state) {
   (void)state;
-  failmem f = {0, 0, 0};
-  epode_mem mem = {f_alloc, f_realloc, f_free, &f};
+  epode_test_failmem f;
+  epode_test_failmem_init(&f, 0);
+  epode_mem mem = f.mem;
   char *want = NULL;
   assert_int_equal(scenario(&mem, &want), EPODE_OK);
   long total = f.calls;
   assert_true(total > 10);
   for (long n = 1;; n++) {
-    f.fail_at = n, f.calls = 0, f.live = 0;
+    epode_test_failmem_init(&f, n);
     char *got = NULL;
     epode_err e = scenario(&mem, &got);
     if (e == EPODE_OK) {

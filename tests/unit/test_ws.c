@@ -14,6 +14,8 @@
 #include "net/ws.h"
 #include "util/buf.h"
 
+#include "failmem.h"
+
 /* ------------------------------------------------------------------ helpers */
 
 /* Deterministic "random": 0, 1, 2, … */
@@ -610,37 +612,12 @@ static void t_invalid_utf8(void **st) {
   expect_frames(b, n, EPODE_ERR_XML_UTF8, "not valid UTF-8", 1007);
 }
 
-/* Counting allocator: records the largest request; fails the n-th call. */
-typedef struct counting {
-  size_t biggest;
-  long calls, fail_at, live;
-} counting;
-
-static void *c_alloc(size_t n, void *ud) {
-  counting *c = ud;
-  if (n > c->biggest) c->biggest = n;
-  if (++c->calls == c->fail_at) return NULL;
-  void *p = malloc(n);
-  if (p) c->live++;
-  return p;
-}
-static void *c_realloc(void *p, size_t n, void *ud) {
-  counting *c = ud;
-  if (n > c->biggest) c->biggest = n;
-  if (++c->calls == c->fail_at) return NULL;
-  void *q = realloc(p, n);
-  if (q && !p) c->live++;
-  return q;
-}
-static void c_free(void *p, void *ud) {
-  counting *c = ud;
-  if (p) c->live--;
-  free(p);
-}
-
+/* The counting allocator (tests/support/failmem.h) also records the largest
+ * request. */
 static void t_oversized_never_allocated(void **st) {
-  counting c = {0, 0, -1, 0};
-  epode_mem mem = {c_alloc, c_realloc, c_free, &c};
+  epode_test_failmem c;
+  epode_test_failmem_init(&c, 0);
+  epode_mem mem = c.mem;
   rnd_state r = {0};
   epode__ws *w;
   assert_int_equal(epode__ws_new(&w, &mem, "h", "/", test_rnd, &r), EPODE_OK);
@@ -780,8 +757,9 @@ static void t_allocation_failures(void **st) {
   n += frame(b + n, 1, 9, "p", 1, NULL);
   long ok_at = -1;
   for (long k = 1; k < 100 && ok_at < 0; k++) {
-    counting c = {0, 0, k, 0};
-    epode_mem mem = {c_alloc, c_realloc, c_free, &c};
+    epode_test_failmem c;
+    epode_test_failmem_init(&c, k);
+    epode_mem mem = c.mem;
     rnd_state r = {0};
     epode__ws *w = NULL;
     epode__buf out;
