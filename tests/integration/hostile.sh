@@ -15,41 +15,8 @@
 set -euo pipefail
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
-
-FAKE=$SRC/tests/tools/fake_server.py
-if ! bash "$HARNESS" certs "$WORK/c" >/dev/null; then
-  echo "FAIL setup: could not create test certificates (openssl missing?)"
-  exit 1
-fi
-# shellcheck disable=SC1091
-. "$WORK/c/certs.env"
-
-ACCT=(EPODE_JID=tester@localhost EPODE_PASSWORD=fake-password)
-FAKE_ARGS=()
-
-start_fake() {
-  local sc=$2 portfile=$WORK/fake-$1.port
-  FAKE_LOG=$WORK/fake-$1.log
-  : >"$portfile"
-  "$PY" "$FAKE" --port 0 --scenario "$sc" --idle 15 --log "$FAKE_LOG" \
-    "${FAKE_ARGS[@]}" >"$portfile" 2>"$WORK/fake-$1.err" &
-  FAKE_PID=$!
-  BG_PIDS+=("$FAKE_PID")
-  for _ in $(seq 1 100); do
-    FAKE_PORT=$(head -n 1 "$portfile")
-    [ -n "$FAKE_PORT" ] && return 0
-    kill -0 "$FAKE_PID" 2>/dev/null || break
-    sleep 0.05
-  done
-  echo "FAIL setup: fake server ($sc) did not start"
-  cat "$WORK/fake-$1.err"
-  exit 1
-}
-
-stop_fake() {
-  kill -TERM "$FAKE_PID" 2>/dev/null || true
-  wait "$FAKE_PID" 2>/dev/null || true
-}
+# shellcheck source=lib/fake.sh
+. "$(dirname "$0")/lib/fake.sh"
 
 # check NAME SCENARIO CODE STDERR-REGEX EPODE-ARGS...: like fake_server.sh,
 # and also records epode's CPU time (user+system, ms) in CPU_MS.
@@ -74,17 +41,7 @@ sys.exit(rc if rc >= 0 else 128 - rc)' "$OUT" "$ERR" timeout -k 2 "$RUN_LIMIT" "
   RC=$?
   set -e
   TOOK_MS=$((($(date +%s%N) - t0) / 1000000))
-  stop_fake
-  local before=$FAILS
-  expect "$name" "$code" "$re"
-  if [ "$FAILS" != "$before" ]; then
-    echo "  --- fake server transcript:"
-    tail -n 12 "$FAKE_LOG" 2>/dev/null | cut -c1-300 | sed 's/^/  | /'
-    return
-  fi
-  if [ "$code" != 0 ] && ! grep -Eq "^epode: .{12,}" "$ERR"; then
-    fail "${name}_message" "no 'epode: <cause>' line" "$ERR"
-  fi
+  fake_verdict "$name" "$code" "$re"
 }
 
 # streamed_at_most NAME BYTES: the fake server's log says it could push at
