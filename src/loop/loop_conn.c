@@ -3,6 +3,7 @@
  * apart from loop.c so the loop itself links (and is unit-tested) without
  * the network layer. */
 #include "loop/loop_int.h"
+#include "net/net.h"
 
 #include "util/alloc.h"
 
@@ -25,9 +26,20 @@ static void conn_on_detach(epode__loop_src *src) {
   epode_conn_set_io(((conn_src *)src)->conn, NULL, NULL, NULL);
 }
 
+/* The loop source driving `c`, if a loop drives it: the connection keeps
+ * the source as its io callbacks' ud, so this is O(1) however many
+ * connections the loop has (a search made attaching N connections O(N²)). */
+static epode__loop_src *src_of(const epode_conn *c) {
+  epode_io_fn fn;
+  void *ud = epode__conn_io_ud(c, &fn);
+  if (fn != epode__loop_src_io || !ud) return NULL;
+  epode__loop_src *src = ud;
+  return src->key == c ? src : NULL;
+}
+
 epode_err epode_loop_add_conn(epode_loop *loop, epode_conn *c) {
   if (!loop || !c) return EPODE_ERR_INVAL;
-  if (epode__loop_src_find(loop, c)) return EPODE_ERR_STATE;
+  if (src_of(c)) return EPODE_ERR_STATE; /* driven by a loop already (this or another) */
   const epode_mem *mem = epode__loop_mem(loop);
   conn_src *cs = epode__calloc(mem, sizeof *cs);
   if (!cs) return EPODE_ERR_NOMEM;
@@ -49,8 +61,8 @@ epode_err epode_loop_add_conn(epode_loop *loop, epode_conn *c) {
 
 epode_err epode_loop_remove_conn(epode_loop *loop, epode_conn *c) {
   if (!loop || !c) return EPODE_ERR_INVAL;
-  epode__loop_src *src = epode__loop_src_find(loop, c);
-  if (!src) return EPODE_ERR_NOTFOUND;
+  epode__loop_src *src = src_of(c);
+  if (!src || src->loop != loop) return EPODE_ERR_NOTFOUND;
   epode__loop_src_detach(src);
   return EPODE_OK;
 }

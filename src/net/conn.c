@@ -1112,6 +1112,11 @@ static epode_err leave(epode_conn *c, epode_err r) {
 
 epode_session *epode_conn_session(epode_conn *c) { return c ? c->s : NULL; }
 
+void *epode__conn_io_ud(const epode_conn *c, epode_io_fn *fn) {
+  if (fn) *fn = c->io_fn;
+  return c->io_ud;
+}
+
 void epode_conn_set_event_cb(epode_conn *c, epode_event_fn fn, void *ud) {
   if (!c) return;
   c->ev_fn = fn;

@@ -168,4 +168,8 @@ epode_err epode__tls_load_client_cert(struct ssl_ctx_st *ctx, const epode_config
  * before epode_conn_connect(). */
 epode_err epode__conn_set_dns_servers(epode_conn *c, const char *csv);
 
+/* The io callback and its ud the host installed with epode_conn_set_io()
+ * (the built-in loop finds its own source through this in O(1)). */
+void *epode__conn_io_ud(const epode_conn *c, epode_io_fn *fn);
+
 #endif
