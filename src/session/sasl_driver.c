@@ -27,35 +27,35 @@ static void read_cb_types(epode_session *s, const epode_stanza *features, int *g
          c = epode_stanza_find_next(c, "channel-binding", NULL)) {
       const char *t = epode_stanza_get_attr(c, "type");
       if (!t) continue;
-      if (strlen(t) >= sizeof s->cb_types_buf[n] || n == 8) {
+      if (strlen(t) >= sizeof s->sx->cb_types_buf[n] || n == 8) {
         *complete = 0; /* cannot be hashed as the server did (XEP-0474) */
         continue;
       }
-      strcpy(s->cb_types_buf[n], t);
-      s->cb_types[n] = s->cb_types_buf[n];
+      strcpy(s->sx->cb_types_buf[n], t);
+      s->sx->cb_types[n] = s->sx->cb_types_buf[n];
       n++;
     }
   }
-  s->cb_types[n] = NULL;
+  s->sx->cb_types[n] = NULL;
 }
 
 /* The parameters every mechanism sees; they point into the session, which
  * outlives the exchange. */
 static void fill_params(epode_session *s, epode__sasl_params *p, int cb_given, int offers_plus,
                         int lists_complete) {
-  memset(&s->sasl_tls, 0, sizeof s->sasl_tls);
-  s->sasl_tls.version = s->tls_version;
-  s->sasl_tls.tls_unique = s->cb_unique_len ? s->cb_unique : NULL;
-  s->sasl_tls.tls_unique_len = s->cb_unique_len;
+  memset(&s->sx->tls, 0, sizeof s->sx->tls);
+  s->sx->tls.version = s->tls_version;
+  s->sx->tls.tls_unique = s->cb_unique_len ? s->cb_unique : NULL;
+  s->sx->tls.tls_unique_len = s->cb_unique_len;
   /* A server that offers -PLUS on TLS 1.3 without saying (XEP-0440) which
    * binding it accepts may know only tls-unique, undefined on TLS 1.3
    * (ejabberd 23.01 rejects tls-exporter): do not bind then, and say we
    * don't (gs2 'n') rather than risk a login that cannot succeed. */
   int exporter_ok = s->cb_exporter_len && !(s->tls_version >= 0x0304 && !cb_given && offers_plus);
-  s->sasl_tls.tls_exporter = exporter_ok ? s->cb_exporter : NULL;
-  s->sasl_tls.tls_exporter_len = exporter_ok ? s->cb_exporter_len : 0;
-  s->sasl_tls.tls_server_end_point = s->cb_endpoint_len ? s->cb_endpoint : NULL;
-  s->sasl_tls.tls_server_end_point_len = s->cb_endpoint_len;
+  s->sx->tls.tls_exporter = exporter_ok ? s->cb_exporter : NULL;
+  s->sx->tls.tls_exporter_len = exporter_ok ? s->cb_exporter_len : 0;
+  s->sx->tls.tls_server_end_point = s->cb_endpoint_len ? s->cb_endpoint : NULL;
+  s->sx->tls.tls_server_end_point_len = s->cb_endpoint_len;
 
   memset(p, 0, sizeof *p);
   p->mem = s->mem;
@@ -63,8 +63,8 @@ static void fill_params(epode_session *s, epode__sasl_params *p, int cb_given, i
   p->authzid = s->cfg->authzid;
   p->password = s->cfg->password;
   p->domain = epode_jid_domain(s->jid);
-  p->tls = s->secure ? &s->sasl_tls : NULL;
-  p->server_cb_types = cb_given ? s->cb_types : NULL;
+  p->tls = s->secure ? &s->sx->tls : NULL;
+  p->server_cb_types = cb_given ? s->sx->cb_types : NULL;
   p->server_offers_plus = offers_plus;
   p->random = s->cfg->random_fn;
   p->random_ud = s->cfg->random_ud;
@@ -77,7 +77,7 @@ static void fill_params(epode_session *s, epode__sasl_params *p, int cb_given, i
   p->scram_keys_out = &s->scram_derived;
   /* XEP-0474 needs the lists exactly as offered; if we could not keep them
    * whole, say "unknown" rather than risk a false downgrade alarm. */
-  p->server_mechs = lists_complete ? s->mech_names : NULL;
+  p->server_mechs = lists_complete ? s->sx->mech_names : NULL;
 }
 
 /* Whether cached SCRAM keys can stand in for the password: SCRAM of the
@@ -204,12 +204,14 @@ void epode__sasl_clear(epode_session *s) {
   mech_end(s);
   epode__free(s->mem, s->sasl_ctx);
   s->sasl_ctx = NULL;
+  epode__free(s->mem, s->sx);
+  s->sx = NULL;
   s->n_cands = s->cand = 0;
 }
 
 /* Starts candidate s->cand: <auth mechanism='…'>initial response</auth>. */
 static epode_err start_candidate(epode_session *s) {
-  s->mech = &s->cands[s->cand];
+  s->mech = &s->sx->cands[s->cand];
   s->sasl_rounds = 0;
   s->sasl_ctx->err[0] = '\0';
   epode__free(s->mem, s->mech_name);
@@ -246,23 +248,25 @@ epode_err epode__sasl_begin(epode_session *s, const epode_stanza *features,
                             const epode_stanza *mechanisms) {
   int cb_given, cb_complete, offers_plus = 0, names_complete = 1;
   size_t n_names = 0;
+  epode__sasl_clear(s);
+  if (!(s->sx = epode__calloc(s->mem, sizeof *s->sx)))
+    return epode__session_fail(s, EPODE_ERR_NOMEM, NULL, NULL, NULL, "SASL");
   read_cb_types(s, features, &cb_given, &cb_complete);
   for (epode_stanza *m = epode_stanza_find_child(mechanisms, "mechanism", NULL); m;
        m = epode_stanza_find_next(m, "mechanism", NULL)) {
     const char *name = epode_stanza_text(m);
     size_t nl = strlen(name);
     if (nl > 5 && !strcmp(name + nl - 5, "-PLUS")) offers_plus = 1;
-    if (n_names < 32 && nl < sizeof s->mech_names_buf[0]) {
-      memcpy(s->mech_names_buf[n_names], name, nl + 1);
-      s->mech_names[n_names] = s->mech_names_buf[n_names];
+    if (n_names < 32 && nl < sizeof s->sx->mech_names_buf[0]) {
+      memcpy(s->sx->mech_names_buf[n_names], name, nl + 1);
+      s->sx->mech_names[n_names] = s->sx->mech_names_buf[n_names];
       n_names++;
     } else {
       names_complete = 0;
     }
   }
-  s->mech_names[n_names] = NULL;
+  s->sx->mech_names[n_names] = NULL;
   s->scram_done = 0;
-  epode__sasl_clear(s);
   if (!(s->sasl_ctx = epode__calloc(s->mem, sizeof *s->sasl_ctx)))
     return epode__session_fail(s, EPODE_ERR_NOMEM, NULL, NULL, NULL, "SASL");
   fill_params(s, &s->sasl_ctx->p, cb_given, offers_plus, names_complete && cb_complete);
@@ -291,7 +295,7 @@ epode_err epode__sasl_begin(epode_session *s, const epode_stanza *features,
                why);
       continue;
     }
-    s->cands[s->n_cands++] = all[i];
+    s->sx->cands[s->n_cands++] = all[i];
   }
   if (!s->n_cands)
     return epode__session_fail(s, EPODE_ERR_SASL_NOMECH, NULL, NULL, NULL,
@@ -327,7 +331,7 @@ static epode_err handle_failure(epode_session *s, const epode_stanza *st) {
   if (s->cfg->sasl_fallback && s->cand + 1 < s->n_cands && strcmp(cond, "aborted") != 0 &&
       strcmp(cond, "account-disabled") != 0 && strcmp(cond, "credentials-expired") != 0) {
     epode__log(s->cfg, EPODE_LOG_WARN, "sasl", "%s failed (%s%s%s); trying %s", s->mech->name,
-               cond, text ? ": " : "", text ? text : "", s->cands[s->cand + 1].name);
+               cond, text ? ": " : "", text ? text : "", s->sx->cands[s->cand + 1].name);
     mech_end(s);
     s->cand++;
     return start_candidate(s);

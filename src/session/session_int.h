@@ -33,6 +33,17 @@ typedef struct epode__iq_wait {
   void *ud;
 } epode__iq_wait;
 
+/* SASL negotiation state, allocated for the exchange only (an idle
+ * session does not carry it). */
+typedef struct epode__sasl_scratch {
+  epode__sasl_entry cands[EPODE__SASL_MAX_ENTRIES]; /* acceptable, best first */
+  epode_tls_info tls;
+  char cb_types_buf[8][24];
+  const char *cb_types[9];
+  char mech_names_buf[32][24]; /* what the server offered (XEP-0474) */
+  const char *mech_names[33];
+} epode__sasl_scratch;
+
 typedef struct epode__timed {
   struct epode__timed *next;
   uint32_t period;
@@ -119,16 +130,11 @@ struct epode_session {
   char *bound_jid;
 
   /* SASL: the acceptable mechanisms, best first, and the one running. */
-  epode__sasl_entry cands[EPODE__SASL_MAX_ENTRIES];
+  struct epode__sasl_scratch *sx; /* what one exchange needs; freed after it */
   size_t n_cands, cand;
   const epode__sasl_entry *mech; /* NULL when no exchange runs */
   void *mech_state;
   struct epode_sasl_ctx *sasl_ctx;
-  epode_tls_info sasl_tls;
-  char cb_types_buf[8][24];
-  const char *cb_types[9];
-  char mech_names_buf[32][24]; /* what the server offered (XEP-0474) */
-  const char *mech_names[33];
   epode_scram_keys scram_derived; /* filled by SCRAM on success */
   int scram_done;                 /* the login used SCRAM: keys are valid */
   unsigned sasl_rounds;
