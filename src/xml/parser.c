@@ -12,10 +12,21 @@
  * skipped and external entities stop the parser at the first event, before
  * any entity could be expanded. Parameter entity parsing is off.
  *
- * UTF-8: incoming bytes go through a small incremental validator before
- * expat sees them, so invalid UTF-8 is reported as such (expat would call
- * it an "invalid token") wherever the input is split. Bytes before the bad
- * one are still parsed, so the outcome never depends on how input is split.
+ * UTF-8: expat checks it (with the UTF-8 encoding forced, version 2.5 and
+ * later refuse every ill-formed sequence: stray and overlong bytes,
+ * surrogates, code points above U+10FFFF, F5..FF, truncated sequences) and
+ * stops with an "invalid token" exactly at the offending character, after
+ * reporting everything before it. Only when expat fails do we look at the
+ * bytes there (expat's input context) to report invalid UTF-8 as such, at
+ * the byte a strict decoder rejects; a separate pass over every received
+ * byte would duplicate expat's own check. A sequence cut off by the end of
+ * the input is not an error yet (more may come), as with expat.
+ *
+ * Stanza trees are built in an arena (stanza_int.h), normally one
+ * allocation per stanza: its first block is sized from the stanzas seen
+ * before (`arena_hint`). Character data is collected in a scratch buffer
+ * kept across stanzas (expat hands text over in pieces, one per entity
+ * reference) and becomes one text node when the next tag starts or ends.
  *
  * Limits are counted in raw input bytes. `mark` is the byte index where the
  * unit being counted starts: the current stanza's start tag, or, between
@@ -53,6 +64,14 @@
 /* Largest piece given to XML_Parse() at once (its length is an int). */
 #define MAX_PIECE ((size_t)1 << 30)
 
+/* Arena sizing: the first block of a stanza's arena gets a quarter more than
+ * a slowly decaying maximum of what recent stanzas used, so stanzas of a
+ * similar size take one allocation each even when they vary somewhat. The
+ * hint is capped: a rare large stanza grows its arena in further blocks and
+ * does not make every following small one reserve as much. */
+#define ARENA_FIRST_HINT 1024u
+#define ARENA_MAX_HINT (16u * 1024u)
+
 static const char wrapper[] = "<w>";
 
 struct epode__xml_parser {
@@ -77,9 +96,11 @@ struct epode__xml_parser {
   uint64_t fed;       /* bytes given to expat since the document started */
   uint64_t mark;      /* start of what counts against the limit (see top) */
   uint64_t root_tag_end;
-  /* UTF-8 validator: continuation bytes still expected and the allowed
-   * range of the next one (narrower after E0, ED, F0, F4). */
-  unsigned char u_need, u_lo, u_hi;
+  size_t arena_hint; /* see ARENA_FIRST_HINT */
+  /* Character data of the innermost open element not yet made a text
+   * node; the buffer is kept across stanzas. */
+  char *tbuf;
+  size_t tlen, tcap;
 };
 
 /* ------------------------------------------------------------ errors */
@@ -110,7 +131,7 @@ static void fail(epode__xml_parser *p, epode_err err, const char *fmt, ...) {
   XML_StopParser(p->xp, XML_FALSE);
 }
 
-/* Records an error found outside expat (limits between pieces, UTF-8). */
+/* Records an error found outside expat (limits between pieces). */
 static void fail_at(epode__xml_parser *p, epode_err err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void fail_at(epode__xml_parser *p, epode_err err, const char *fmt, ...) {
@@ -182,6 +203,25 @@ static void emit_stream_start(epode__xml_parser *p, const XML_Char *name, const 
   if (e) fail(p, e, "stream header rejected by the callback (%s)", epode_err_name(e));
 }
 
+/* Makes the collected character data a text node of the current element. */
+static int flush_text(epode__xml_parser *p) {
+  if (!p->tlen) return 1;
+  size_t n = p->tlen;
+  p->tlen = 0;
+  if (epode__stanza_add_arena_text(p->cur, p->tbuf, n)) {
+    fail(p, EPODE_ERR_NOMEM, "out of memory");
+    return 0;
+  }
+  return 1;
+}
+
+static void note_arena(epode__xml_parser *p, size_t used) {
+  size_t h = p->arena_hint;
+  h -= h / 64;
+  if (used > h) h = used;
+  p->arena_hint = h < ARENA_MAX_HINT ? h : ARENA_MAX_HINT;
+}
+
 static void XMLCALL on_start(void *ud, const XML_Char *name, const XML_Char **atts) {
   epode__xml_parser *p = ud;
   if (p->stop) return;
@@ -210,16 +250,21 @@ static void XMLCALL on_start(void *ud, const XML_Char *name, const XML_Char **at
     return;
   }
   epode_stanza *el;
-  if (epode__stanza_new_expat(&el, &p->mem, name, atts, NS_SEP)) {
-    fail(p, EPODE_ERR_NOMEM, "out of memory");
-    return;
-  }
   if (!p->root) {
+    size_t hint = p->arena_hint + p->arena_hint / 4;
+    if (epode__stanza_new_arena_root(&el, &p->mem, hint, name, atts, NS_SEP)) {
+      fail(p, EPODE_ERR_NOMEM, "out of memory");
+      return;
+    }
     p->root = el;
     p->mark = cur_index(p);
     p->root_tag_end = cur_end(p);
   } else {
-    epode__stanza_link(p->cur, el);
+    if (!flush_text(p)) return;
+    if (epode__stanza_add_expat_child(&el, p->cur, name, atts, NS_SEP)) {
+      fail(p, EPODE_ERR_NOMEM, "out of memory");
+      return;
+    }
   }
   p->cur = el;
   p->depth++;
@@ -241,6 +286,7 @@ static void XMLCALL on_end(void *ud, const XML_Char *name) {
     if (e) fail(p, e, "stream end rejected by the callback (%s)", epode_err_name(e));
     return;
   }
+  if (!flush_text(p)) return;
   p->depth--;
   if (p->cur != p->root) {
     p->cur = epode_stanza_parent(p->cur);
@@ -256,6 +302,7 @@ static void XMLCALL on_end(void *ud, const XML_Char *name) {
   epode_stanza *st = p->root;
   p->root = p->cur = NULL;
   p->mark = end;
+  note_arena(p, epode__stanza_arena_used(st));
   if (!p->cb.stanza) {
     epode_stanza_free(st);
     return;
@@ -268,8 +315,26 @@ static void XMLCALL on_text(void *ud, const XML_Char *s, int len) {
   epode__xml_parser *p = ud;
   if (p->stop || len <= 0) return;
   if (p->cur) {
-    if (epode__stanza_append_text(p->cur, s, (size_t)len))
-      fail(p, EPODE_ERR_NOMEM, "out of memory");
+    size_t n = (size_t)len;
+    if (n > p->tcap - p->tlen) {
+      /* Text never outgrows the stanza's raw bytes, which are bounded. */
+      if (n > (size_t)-1 / 4 - p->tlen) {
+        fail(p, EPODE_ERR_LIMIT, "text too long");
+        return;
+      }
+      size_t cap = p->tcap ? p->tcap * 2 : 256;
+      while (cap < p->tlen + n)
+        cap *= 2;
+      char *b = epode__realloc(&p->mem, p->tbuf, cap);
+      if (!b) {
+        fail(p, EPODE_ERR_NOMEM, "out of memory");
+        return;
+      }
+      p->tbuf = b;
+      p->tcap = cap;
+    }
+    memcpy(p->tbuf + p->tlen, s, n);
+    p->tlen += n;
     return;
   }
   /* Between stanzas only whitespace (keepalives) may appear. */
@@ -400,7 +465,7 @@ static void clear_state(epode__xml_parser *p) {
   p->header_seen = 0;
   p->depth = 0;
   p->fed = p->mark = p->root_tag_end = 0;
-  p->u_need = 0;
+  p->tlen = 0;
 }
 
 static epode_err do_reset(epode__xml_parser *p) {
@@ -435,6 +500,7 @@ epode_err epode__xml_parser_new(epode__xml_parser **out, const epode_mem *mem,
                                                      : EPODE_DEFAULT_MAX_STANZA_BYTES;
   p->max_depth = limits && limits->max_depth ? limits->max_depth : EPODE_DEFAULT_MAX_DEPTH;
   p->max_attrs = limits && limits->max_attrs ? limits->max_attrs : EPODE_DEFAULT_MAX_ATTRS;
+  p->arena_hint = ARENA_FIRST_HINT;
   /* expat's memory hooks take no user data, so expat itself allocates with
    * the C library; everything epode builds uses `mem`. */
   p->xp = XML_ParserCreateNS("UTF-8", NS_SEP);
@@ -451,62 +517,62 @@ void epode__xml_parser_free(epode__xml_parser *p) {
   if (!p) return;
   clear_state(p);
   XML_ParserFree(p->xp);
+  epode__free(&p->mem, p->tbuf);
   epode_mem m = p->mem;
   epode__free(&m, p);
 }
 
 /* ------------------------------------------------------------ feeding */
 
-/* Validates UTF-8 incrementally; returns the offset of the first invalid
- * byte, or n. */
-static size_t utf8_scan(epode__xml_parser *p, const unsigned char *s, size_t n) {
-  size_t i = 0;
-  unsigned need = p->u_need;
-  unsigned char lo = p->u_lo, hi = p->u_hi;
-  while (i < n) {
-    if (need) {
-      if (s[i] < lo || s[i] > hi) break;
-      lo = 0x80, hi = 0xBF;
-      need--;
-      i++;
-      continue;
-    }
-    /* ASCII fast path, eight bytes at a time. */
-    while (n - i >= 8) {
-      uint64_t w;
-      memcpy(&w, s + i, 8);
-      if (w & UINT64_C(0x8080808080808080)) break;
-      i += 8;
-    }
-    if (i == n) break;
-    unsigned char c = s[i];
-    if (c < 0x80) {
-      i++;
-      continue;
-    }
+/* Checks the UTF-8 sequence starting at s[0] (n bytes available) strictly:
+ * no overlongs, surrogates or code points above U+10FFFF. Returns the
+ * offset of the first byte that makes it invalid, or n + 1 if it is valid
+ * or merely cut short by the end of the input. */
+static size_t utf8_bad_at(const unsigned char *s, size_t n) {
+  unsigned char c = s[0], lo = 0x80, hi = 0xBF;
+  size_t need;
+  if (c < 0x80) return n + 1;
+  if (c >= 0xC2 && c <= 0xDF)
+    need = 1;
+  else if (c == 0xE0)
+    need = 2, lo = 0xA0; /* no overlongs */
+  else if (c == 0xED)
+    need = 2, hi = 0x9F; /* no surrogates */
+  else if (c >= 0xE1 && c <= 0xEF)
+    need = 2;
+  else if (c == 0xF0)
+    need = 3, lo = 0x90; /* no overlongs */
+  else if (c >= 0xF1 && c <= 0xF3)
+    need = 3;
+  else if (c == 0xF4)
+    need = 3, hi = 0x8F; /* <= U+10FFFF */
+  else
+    return 0; /* C0, C1, F5..FF, stray 80..BF */
+  for (size_t i = 1; i <= need; i++) {
+    if (i >= n) return n + 1;
+    if (s[i] < lo || s[i] > hi) return i;
     lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF)
-      need = 1;
-    else if (c == 0xE0)
-      need = 2, lo = 0xA0; /* no overlongs */
-    else if (c == 0xED)
-      need = 2, hi = 0x9F; /* no surrogates */
-    else if (c >= 0xE1 && c <= 0xEF)
-      need = 2;
-    else if (c == 0xF0)
-      need = 3, lo = 0x90; /* no overlongs */
-    else if (c >= 0xF1 && c <= 0xF3)
-      need = 3;
-    else if (c == 0xF4)
-      need = 3, hi = 0x8F; /* <= U+10FFFF */
-    else
-      break; /* C0, C1, F5..FF, stray 80..BF */
-    i++;
   }
-  p->u_need = (unsigned char)need;
-  p->u_lo = lo;
-  p->u_hi = hi;
-  return i;
+  return n + 1;
+}
+
+/* After XML_Parse() failed: if the input where expat stopped is invalid
+ * UTF-8, records that (with the index of the bad byte in the input, as the
+ * caller counts it) and returns 1. */
+static int utf8_error(epode__xml_parser *p) {
+  int off = 0, size = 0;
+  const char *ctx = XML_GetInputContext(p->xp, &off, &size);
+  if (!ctx || off < 0 || off >= size) return 0;
+  const unsigned char *s = (const unsigned char *)ctx + off;
+  size_t n = (size_t)(size - off), bad = utf8_bad_at(s, n);
+  if (bad > n) return 0;
+  uint64_t at = cur_index(p) + bad;
+  if (p->mode == EPODE__XML_FRAGMENTS) at -= sizeof(wrapper) - 1;
+  p->err = EPODE_ERR_XML_UTF8;
+  p->stop = 1;
+  snprintf(p->errmsg, sizeof p->errmsg, "invalid UTF-8 at byte %llu of the input (byte 0x%02x)",
+           (unsigned long long)at, (unsigned)s[bad]);
+  return 1;
 }
 
 static size_t current_limit(const epode__xml_parser *p) {
@@ -528,16 +594,14 @@ epode_err epode__xml_parser_feed(epode__xml_parser *p, const char *data, size_t 
   if (!p || (!data && len)) return EPODE_ERR_INVAL;
   if (p->in_feed) return EPODE_ERR_STATE;
   if (p->err) return p->err;
-  size_t good = utf8_scan(p, (const unsigned char *)data, len);
-  uint64_t base = p->fed;
   size_t off = 0;
   p->in_feed = 1;
-  while (off < good) {
+  while (off < len) {
     size_t limit = current_limit(p);
     uint64_t pending = p->fed - p->mark;
     /* Give expat at most one byte more than the limit still allows. */
     uint64_t allow = pending <= limit ? limit - pending + 1 : 1;
-    size_t piece = good - off;
+    size_t piece = len - off;
     if (piece > allow) piece = (size_t)allow;
     if (piece > MAX_PIECE) piece = MAX_PIECE; /* XML_Parse takes an int */
     p->fed += piece;
@@ -552,7 +616,7 @@ epode_err epode__xml_parser_feed(epode__xml_parser *p, const char *data, size_t 
       return e ? e : cb_err;
     }
     if (st != XML_STATUS_OK) {
-      if (!p->err) {
+      if (!p->err && !utf8_error(p)) {
         enum XML_Error code = XML_GetErrorCode(p->xp);
         p->err = map_expat_error(code);
         const char *what = XML_ErrorString(code);
@@ -570,11 +634,6 @@ epode_err epode__xml_parser_feed(epode__xml_parser *p, const char *data, size_t 
       report_limit(p);
       break;
     }
-  }
-  if (!p->err && good < len) {
-    if (p->mode == EPODE__XML_FRAGMENTS) base -= sizeof(wrapper) - 1;
-    fail_at(p, EPODE_ERR_XML_UTF8, "invalid UTF-8 at byte %llu of the input (byte 0x%02x)",
-            (unsigned long long)(base + good), (unsigned)(unsigned char)data[good]);
   }
   p->in_feed = 0;
   return p->err;

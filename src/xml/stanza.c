@@ -9,6 +9,18 @@
  * freeing knows what to release. A text node keeps its first text inline
  * and moves to a growable heap buffer when more text is merged in.
  *
+ * Received stanzas live in an arena: the parser builds every node of one
+ * stanza (element blocks as above, and text nodes with their text inline)
+ * from one growing block, usually a single allocation (sized from the
+ * previous stanza's). Such nodes point at their arena (`ar`) and are never
+ * freed one by one; the arena is reference-counted by the nodes that own a
+ * reference (ARENA_REF): the root it was built for, and any node detached
+ * from the tree (the caller then owns it, independently of the root, so the
+ * arena lives until both are freed). Everything else works as for heap
+ * nodes: pieces changed later still move to their own allocations, nodes
+ * added through the API are ordinary heap nodes, and freeing a tree walks it
+ * to release those, dropping the arena reference last.
+ *
  * Every walk over a tree (free, clone, serialise, text) is iterative: trees
  * built through the API have no depth limit and must not overflow the
  * stack. */
@@ -28,10 +40,37 @@ typedef struct attr {
 } attr;
 
 enum { OWN_NAME = 1, OWN_VALUE = 2 };
-enum { NS_HEAP = 1, ATTRS_HEAP = 2, TEXT_HEAP = 4 };
+enum { NS_HEAP = 1, ATTRS_HEAP = 2, TEXT_HEAP = 4, ARENA_REF = 8 };
+
+/* Blocks of an arena after the first (which holds the arena itself). */
+typedef struct arena_chunk {
+  struct arena_chunk *next;
+} arena_chunk;
+
+struct epode__arena {
+  epode_mem mem;
+  size_t refs;       /* nodes with ARENA_REF */
+  arena_chunk *more; /* further blocks, newest first */
+  char *pos, *end;   /* free space in the newest block */
+  size_t size;       /* bytes reserved in all blocks */
+};
+
+/* Alignment of everything carved from an arena (nodes, attribute arrays). */
+#define ARENA_ALIGN                                                                                \
+  _Alignof(union {                                                                                 \
+    void *p;                                                                                       \
+    size_t z;                                                                                      \
+    long long ll;                                                                                  \
+    double d;                                                                                      \
+  })
+#define ARENA_ROUND(n) (((n) + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1))
+/* Offset of the first block's space, after the arena header. */
+#define ARENA_HDR ARENA_ROUND(sizeof(epode__arena))
+#define CHUNK_HDR ARENA_ROUND(sizeof(arena_chunk))
 
 struct epode_stanza {
   epode_mem mem;
+  epode__arena *ar; /* NULL: the node is its own heap block */
   epode_stanza *parent, *first, *last, *prev, *next;
   char *name; /* NULL for a text node */
   char *ns;   /* NULL: inherited from the parent */
@@ -134,6 +173,49 @@ static epode_stanza *node_alloc(const epode_mem *mem, size_t extra) {
   return st;
 }
 
+/* ------------------------------------------------------------ arena */
+
+static void arena_release(epode__arena *ar) {
+  if (--ar->refs) return;
+  epode_mem m = ar->mem;
+  for (arena_chunk *c = ar->more, *next; c; c = next) {
+    next = c->next;
+    epode__free(&m, c);
+  }
+  epode__free(&m, ar);
+}
+
+/* `n` bytes (a multiple of ARENA_ALIGN) from the arena; a new block, at
+ * least as large as everything reserved so far, when the current one is
+ * full. */
+static void *arena_take(epode__arena *ar, size_t n) {
+  if ((size_t)(ar->end - ar->pos) < n) {
+    size_t cap = ar->size > n ? ar->size : n;
+    if (cap > (size_t)-1 - CHUNK_HDR) return NULL;
+    arena_chunk *c = epode__alloc(&ar->mem, CHUNK_HDR + cap);
+    if (!c) return NULL;
+    c->next = ar->more;
+    ar->more = c;
+    ar->pos = (char *)c + CHUNK_HDR;
+    ar->end = ar->pos + cap;
+    ar->size += cap;
+  }
+  void *p = ar->pos;
+  ar->pos += n;
+  return p;
+}
+
+/* A zeroed node with `extra` bytes after it, from the arena. */
+static epode_stanza *arena_node(epode__arena *ar, size_t extra) {
+  if (extra > (size_t)-1 - sizeof(epode_stanza) - ARENA_ALIGN) return NULL;
+  epode_stanza *st = arena_take(ar, ARENA_ROUND(sizeof(*st) + extra));
+  if (!st) return NULL;
+  memset(st, 0, sizeof(*st));
+  st->mem = ar->mem;
+  st->ar = ar;
+  return st;
+}
+
 /* Frees one node's own storage (not its children). */
 static void node_free(epode_stanza *st) {
   const epode_mem *m = &st->mem;
@@ -144,8 +226,12 @@ static void node_free(epode_stanza *st) {
   if (st->flags & ATTRS_HEAP) epode__free(m, st->attrs);
   if (st->flags & NS_HEAP) epode__free(m, st->ns);
   if (st->flags & TEXT_HEAP) epode__free(m, st->text);
-  epode_mem copy = st->mem;
-  epode__free(&copy, st);
+  if (!st->ar) {
+    epode_mem copy = st->mem;
+    epode__free(&copy, st);
+  } else if (st->flags & ARENA_REF) {
+    arena_release(st->ar);
+  }
 }
 
 static void unlink_node(epode_stanza *c) {
@@ -190,14 +276,17 @@ static epode_stanza *element_new(const epode_mem *mem, const char *name, size_t 
   return st;
 }
 
-static epode_stanza *text_new(const epode_mem *mem, const char *s, size_t len) {
-  epode_stanza *st = node_alloc(mem, len + 1);
+static epode_stanza *text_fill(epode_stanza *st, const char *s, size_t len) {
   if (!st) return NULL;
   st->text = (char *)(st + 1);
   memcpy(st->text, s, len);
   st->text[len] = '\0';
   st->text_len = st->text_cap = len;
   return st;
+}
+
+static epode_stanza *text_new(const epode_mem *mem, const char *s, size_t len) {
+  return text_fill(node_alloc(mem, len + 1), s, len);
 }
 
 static epode_err text_append(epode_stanza *t, const char *s, size_t len) {
@@ -522,7 +611,7 @@ epode_err epode_stanza_add_child_new(epode_stanza **out, epode_stanza *parent, c
   return EPODE_OK;
 }
 
-epode_err epode__stanza_append_text(epode_stanza *parent, const char *text, size_t len) {
+static epode_err append_text(epode_stanza *parent, const char *text, size_t len) {
   if (len == 0) return EPODE_OK;
   if (parent->last && !parent->last->name) return text_append(parent->last, text, len);
   epode_stanza *t = text_new(&parent->mem, text, len);
@@ -534,7 +623,7 @@ epode_err epode__stanza_append_text(epode_stanza *parent, const char *text, size
 epode_err epode_stanza_add_text(epode_stanza *parent, const char *text, size_t len) {
   if (!parent || !parent->name || (!text && len)) return EPODE_ERR_INVAL;
   if (!valid_text(text, len)) return EPODE_ERR_INVAL;
-  return epode__stanza_append_text(parent, text, len);
+  return append_text(parent, text, len);
 }
 
 epode_err epode_stanza_detach(epode_stanza *child) {
@@ -563,6 +652,12 @@ epode_err epode_stanza_detach(epode_stanza *child) {
   if (frozen) {
     child->ns = frozen;
     child->flags |= NS_HEAP;
+  }
+  /* The caller now owns the node apart from its old root: it keeps the
+   * arena alive on its own. */
+  if (child->ar && !(child->flags & ARENA_REF)) {
+    child->flags |= ARENA_REF;
+    child->ar->refs++;
   }
   return EPODE_OK;
 }
@@ -793,14 +888,21 @@ epode_err epode_stanza_to_string(const epode_stanza *st, const char *context_ns,
 
 /* ------------------------------------------------------------ parser support */
 
-epode_err epode__stanza_new_expat(epode_stanza **out, const epode_mem *mem, const char *name,
-                                  const char **atts, char sep) {
-  static const char xml_ns[] = EPODE_NS_XML;
+/* Size and layout of an element built from expat NS-mode data (see
+ * stanza_int.h): the bytes needed after the node, and the pieces of `name`. */
+typedef struct expat_el {
+  const char *local;
+  size_t llen, nslen, na, extra;
+} expat_el;
+
+static const char xml_ns[] = EPODE_NS_XML;
+
+static void expat_measure(expat_el *m, const char *name, const char **atts, char sep) {
   const char *local = strchr(name, sep);
-  size_t nslen = local ? (size_t)(local - name) : 0;
-  local = local ? local + 1 : name;
-  size_t llen = strlen(local);
-  size_t na = 0, extra = llen + 1 + nslen + 1;
+  m->nslen = local ? (size_t)(local - name) : 0;
+  m->local = local ? local + 1 : name;
+  m->llen = strlen(m->local);
+  size_t na = 0, extra = m->llen + 1 + m->nslen + 1;
   for (; atts[2 * na]; na++) {
     const char *an = atts[2 * na], *s = strchr(an, sep);
     size_t alen = strlen(an);
@@ -813,22 +915,26 @@ epode_err epode__stanza_new_expat(epode_stanza **out, const epode_mem *mem, cons
     }
     extra += alen + 1 + strlen(atts[2 * na + 1]) + 1;
   }
-  extra += na * sizeof(attr);
-  epode_stanza *st = node_alloc(mem, extra);
-  if (!st) return EPODE_ERR_NOMEM;
+  m->na = na;
+  m->extra = extra + na * sizeof(attr);
+}
+
+static void expat_fill(epode_stanza *st, const expat_el *m, const char *name, const char **atts,
+                       char sep) {
   char *p = (char *)(st + 1);
+  size_t na = m->na;
   if (na) {
     st->attrs = (attr *)p;
     p += na * sizeof(attr);
   }
   st->nattrs = st->attrs_cap = na;
   st->name = p;
-  memcpy(p, local, llen + 1);
-  p += llen + 1;
+  memcpy(p, m->local, m->llen + 1);
+  p += m->llen + 1;
   st->ns = p;
-  memcpy(p, name, nslen);
-  p[nslen] = '\0';
-  p += nslen + 1;
+  memcpy(p, name, m->nslen);
+  p[m->nslen] = '\0';
+  p += m->nslen + 1;
   for (size_t i = 0; i < na; i++) {
     const char *an = atts[2 * i], *av = atts[2 * i + 1], *s = strchr(an, sep);
     attr *a = &st->attrs[i];
@@ -857,8 +963,65 @@ epode_err epode__stanza_new_expat(epode_stanza **out, const epode_mem *mem, cons
     memcpy(p, av, vl + 1);
     p += vl + 1;
   }
+}
+
+epode_err epode__stanza_new_expat(epode_stanza **out, const epode_mem *mem, const char *name,
+                                  const char **atts, char sep) {
+  expat_el m;
+  expat_measure(&m, name, atts, sep);
+  epode_stanza *st = node_alloc(mem, m.extra);
+  if (!st) return EPODE_ERR_NOMEM;
+  expat_fill(st, &m, name, atts, sep);
   *out = st;
   return EPODE_OK;
+}
+
+epode_err epode__stanza_new_arena_root(epode_stanza **out, const epode_mem *mem, size_t size_hint,
+                                       const char *name, const char **atts, char sep) {
+  mem = epode__mem_or_default(mem);
+  expat_el m;
+  expat_measure(&m, name, atts, sep);
+  size_t need = ARENA_ROUND(sizeof(epode_stanza) + m.extra);
+  size_t cap = ARENA_ROUND(size_hint) > need ? ARENA_ROUND(size_hint) : need;
+  if (cap > (size_t)-1 - ARENA_HDR) return EPODE_ERR_NOMEM;
+  epode__arena *ar = epode__alloc(mem, ARENA_HDR + cap);
+  if (!ar) return EPODE_ERR_NOMEM;
+  ar->mem = *mem;
+  ar->refs = 1;
+  ar->more = NULL;
+  ar->pos = (char *)ar + ARENA_HDR;
+  ar->end = ar->pos + cap;
+  ar->size = cap;
+  epode_stanza *st = arena_node(ar, m.extra); /* fits: cap >= need */
+  expat_fill(st, &m, name, atts, sep);
+  st->flags = ARENA_REF;
+  *out = st;
+  return EPODE_OK;
+}
+
+epode_err epode__stanza_add_expat_child(epode_stanza **out, epode_stanza *parent, const char *name,
+                                        const char **atts, char sep) {
+  expat_el m;
+  expat_measure(&m, name, atts, sep);
+  epode_stanza *st = arena_node(parent->ar, m.extra);
+  if (!st) return EPODE_ERR_NOMEM;
+  expat_fill(st, &m, name, atts, sep);
+  epode__stanza_link(parent, st);
+  *out = st;
+  return EPODE_OK;
+}
+
+epode_err epode__stanza_add_arena_text(epode_stanza *parent, const char *text, size_t len) {
+  if (len == 0) return EPODE_OK;
+  epode_stanza *t = text_fill(arena_node(parent->ar, len + 1), text, len);
+  if (!t) return EPODE_ERR_NOMEM;
+  epode__stanza_link(parent, t);
+  return EPODE_OK;
+}
+
+size_t epode__stanza_arena_used(const epode_stanza *st) {
+  const epode__arena *ar = st ? st->ar : NULL;
+  return ar ? ar->size - (size_t)(ar->end - ar->pos) : 0;
 }
 
 /* ------------------------------------------------------------ builders */

@@ -865,6 +865,16 @@ static void test_alloc_failure(void **state) {
   epode_test_failmem_init(&f, 0);
   epode_mem mem = f.mem;
   epode__xml_callbacks cb = {NULL, cb_count, NULL};
+  long total;
+  {
+    int count = 0;
+    epode__xml_parser *p = NULL;
+    assert_int_equal(epode__xml_parser_new(&p, &mem, NULL, EPODE__XML_STREAM, &cb, &count),
+                     EPODE_OK);
+    assert_int_equal(feed_chunks(p, stream_doc, sizeof stream_doc - 1, 7), EPODE_OK);
+    epode__xml_parser_free(p);
+    total = f.calls;
+  }
   for (long n = 1;; n++) {
     epode_test_failmem_init(&f, n);
     int count = 0;
@@ -875,11 +885,302 @@ static void test_alloc_failure(void **state) {
     if (f.live != 0) fail_msg("allocation %ld failed: %ld blocks leaked", n, f.live);
     if (e == EPODE_OK) {
       assert_int_equal(count, 5);
-      assert_true(n > 20);
+      /* Every allocation of the run was made to fail once: parser, stream
+       * header, text buffer, and one arena per stanza at least. (The
+       * trees used to take an allocation per node and per text piece.) */
+      assert_int_equal(n, total + 1);
+      assert_true(n > 8);
       break;
     }
     if (e != EPODE_ERR_NOMEM) fail_msg("allocation %ld: %s", n, epode_err_name(e));
   }
+}
+
+/* ------------------------------------------------------------ stanza arenas */
+
+static void assert_ser(const epode_stanza *st, const char *ctx, const char *want) {
+  char *out = NULL;
+  assert_int_equal(epode_stanza_to_string(st, ctx, &out, NULL), EPODE_OK);
+  assert_string_equal(out, want);
+  epode_free(epode_stanza_mem(st), out);
+}
+
+/* Like the inbound benchmark's messages: escapes split the text into many
+ * pieces, non-ASCII text. */
+#define BENCH_MSG                                                                                  \
+  "<message from='juliet@example.com/balcony' to='romeo@example.net' type='chat' id='m%d'>"        \
+  "<body>caf\xc3\xa9 &amp; cr\xc3\xa8me &lt;b&gt; &quot;q&quot; &apos;a&apos; "                    \
+  "\xce\xb1\xce\xb2\xce\xb3 \xe6\x97\xa5\xe6\x9c\xac&#x20AC;</body></message>"
+#define BENCH_BODY                                                                                 \
+  "caf\xc3\xa9 & cr\xc3\xa8me <b> \"q\" 'a' \xce\xb1\xce\xb2\xce\xb3 "                             \
+  "\xe6\x97\xa5\xe6\x9c\xac\xe2\x82\xac"
+
+typedef struct counted {
+  epode_test_failmem *f;
+  int stanzas, presences;
+  long calls_before; /* f->calls when the stanza's start tag was fed */
+} counted;
+
+static epode_err cb_check_body(void *ud, epode_stanza *st) {
+  counted *c = ud;
+  c->stanzas++;
+  if (strcmp(epode_stanza_name(st), "presence") == 0) {
+    c->presences++;
+    assert_string_equal(epode_stanza_from(st), "juliet@example.com/balcony");
+  } else {
+    assert_string_equal(epode_stanza_child_text(st, "body"), BENCH_BODY);
+    /* One text node, merged from all the pieces. */
+    epode_stanza *body = epode_stanza_find_child(st, "body", NULL);
+    assert_true(epode_stanza_is_text(epode_stanza_first_child(body)));
+    assert_null(epode_stanza_next_sibling(epode_stanza_first_child(body)));
+  }
+  epode_stanza_free(st);
+  return EPODE_OK;
+}
+
+static void test_arena_one_allocation(void **state) {
+  (void)state;
+  epode_test_failmem f;
+  epode_test_failmem_init(&f, 0);
+  epode_mem mem = f.mem;
+  epode__xml_callbacks cb = {NULL, cb_check_body, NULL};
+  /* Messages alone, then messages and presences alternating (stanzas of
+   * different sizes), each fed whole, in 7-byte pieces and byte by byte. */
+  for (int alternate = 0; alternate <= 1; alternate++) {
+    for (size_t chunk = 0; chunk <= 7; chunk += 7) {
+      for (int bytewise = 0; bytewise <= 1; bytewise++) {
+        epode_test_failmem_init(&f, 0);
+        counted c = {&f, 0, 0, 0};
+        epode__xml_parser *p = NULL;
+        assert_int_equal(epode__xml_parser_new(&p, &mem, NULL, EPODE__XML_STREAM, &cb, &c),
+                         EPODE_OK);
+        assert_int_equal(epode__xml_parser_feed(p, HDR, strlen(HDR)), EPODE_OK);
+        char buf[512];
+        long warm = 0;
+        const int n = 60;
+        for (int i = 0; i < n; i++) {
+          if (alternate && i % 2)
+            snprintf(buf, sizeof buf, "<presence from='juliet@example.com/balcony'/>");
+          else
+            snprintf(buf, sizeof buf, BENCH_MSG, i);
+          size_t step = bytewise ? 1 : chunk;
+          assert_int_equal(feed_chunks(p, buf, strlen(buf), step), EPODE_OK);
+          if (i == 9) warm = f.calls;
+        }
+        assert_int_equal(c.stanzas, n);
+        assert_int_equal(c.presences, alternate ? n / 2 : 0);
+        /* After a few stanzas: exactly one allocation per stanza, its
+         * arena, freed with it. */
+        if (f.calls - warm != n - 10)
+          fail_msg("alternate %d chunk %zu bytewise %d: %ld allocations for %d stanzas", alternate,
+                   chunk, bytewise, f.calls - warm, n - 10);
+        epode__xml_parser_free(p);
+        assert_int_equal(f.live, 0);
+      }
+    }
+  }
+}
+
+/* A received tree kept by the callback, changed through the API, with
+ * nodes detached from it: every order of freeing is clean (ASan and the
+ * counting allocator check it). */
+static void test_arena_tree_api(void **state) {
+  (void)state;
+  epode_test_failmem f;
+  for (int order = 0; order < 4; order++) {
+    epode_test_failmem_init(&f, 0);
+    epode_mem mem = f.mem;
+    rec r;
+    memset(&r, 0, sizeof r);
+    r.keep_last = 1;
+    assert_int_equal(epode__xml_parser_new(&r.p, &mem, NULL, EPODE__XML_STREAM, &callbacks, &r),
+                     EPODE_OK);
+    static const char doc[] = HDR "<message type='chat' id='x'>pre<body>hello &amp; bye</body>"
+                                  "mid<x xmlns='urn:x'><y a='1'>in</y></x>post</message>";
+    assert_int_equal(epode__xml_parser_feed(r.p, doc, sizeof doc - 1), EPODE_OK);
+    epode__xml_parser_free(r.p);
+    r.p = NULL;
+    epode_stanza *m = r.keep;
+    r.keep = NULL;
+    assert_non_null(m);
+    epode_stanza *body = epode_stanza_find_child(m, "body", NULL);
+    epode_stanza *x = epode_stanza_find_child(m, "x", NULL);
+    epode_stanza *y = epode_stanza_find_child(x, "y", NULL);
+    const char *ya = epode_stanza_get_attr(y, "a");
+    /* Changes to the received tree. */
+    assert_int_equal(epode_stanza_set_attr(m, "id", "replaced-with-a-longer-value"), EPODE_OK);
+    assert_int_equal(epode_stanza_set_attr(m, "to", "romeo@example.net"), EPODE_OK);
+    assert_int_equal(epode_stanza_del_attr(m, "type"), EPODE_OK);
+    assert_int_equal(epode_stanza_add_text(body, " (more)", 7), EPODE_OK);
+    epode_stanza *z = NULL;
+    assert_int_equal(epode_stanza_add_child_new(&z, y, "z", NULL), EPODE_OK);
+    assert_int_equal(epode_stanza_add_text(z, "zz", 2), EPODE_OK);
+    assert_ser(m, "jabber:client",
+               "<message id='replaced-with-a-longer-value' to='romeo@example.net'>pre"
+               "<body>hello &amp; bye (more)</body>mid<x xmlns='urn:x'><y a='1'>in<z>zz</z></y>"
+               "</x>post</message>");
+    /* Detached nodes are the caller's, apart from the root. */
+    assert_int_equal(epode_stanza_detach(x), EPODE_OK); /* "mid" and "post" merge */
+    assert_string_equal(epode_stanza_ns(x), "urn:x");
+    epode_stanza *pre = epode_stanza_first_child(m);
+    assert_int_equal(epode_stanza_detach(pre), EPODE_OK);
+    epode_stanza *other = NULL;
+    assert_int_equal(epode_stanza_new(&other, &mem, "other", "urn:o"), EPODE_OK);
+    assert_int_equal(epode_stanza_add_child(other, pre), EPODE_OK);
+    assert_ser(m, "jabber:client",
+               "<message id='replaced-with-a-longer-value' to='romeo@example.net'>"
+               "<body>hello &amp; bye (more)</body>midpost</message>");
+    epode_stanza *c = NULL;
+    assert_int_equal(epode_stanza_clone(&c, m), EPODE_OK);
+    /* Strings of a detached node outlive the root it came from. */
+    switch (order) {
+    case 0:
+      epode_stanza_free(m);
+      assert_string_equal(ya, "1");
+      assert_ser(x, NULL, "<x xmlns='urn:x'><y a='1'>in<z>zz</z></y></x>");
+      epode_stanza_free(x);
+      assert_ser(other, NULL, "<other xmlns='urn:o'>pre</other>");
+      epode_stanza_free(other);
+      break;
+    case 1: epode_stanza_free(x), epode_stanza_free(m), epode_stanza_free(other); break;
+    case 2:
+      epode_stanza_free(other);
+      epode_stanza_free(m);
+      assert_string_equal(ya, "1");
+      epode_stanza_free(x);
+      break;
+    default:
+      epode_stanza_free(m);
+      epode_stanza_free(other);
+      assert_ser(x, "urn:x", "<x><y a='1'>in<z>zz</z></y></x>");
+      epode_stanza_free(x);
+      break;
+    }
+    assert_ser(c, "jabber:client",
+               "<message id='replaced-with-a-longer-value' to='romeo@example.net'>"
+               "<body>hello &amp; bye (more)</body>midpost</message>");
+    epode_stanza_free(c);
+    free(r.log);
+    assert_int_equal(f.live, 0);
+  }
+  /* A detached subtree stays usable after its root is freed. */
+  epode_test_failmem_init(&f, 0);
+  epode_mem mem = f.mem;
+  rec r;
+  memset(&r, 0, sizeof r);
+  r.keep_last = 1;
+  assert_int_equal(epode__xml_parser_new(&r.p, &mem, NULL, EPODE__XML_FRAGMENTS, &callbacks, &r),
+                   EPODE_OK);
+  static const char frag[] = "<iq type='result'><q xmlns='urn:q'><item jid='a@b' name='A'/>"
+                             "<item jid='c@d'>note</item></q></iq>";
+  assert_int_equal(epode__xml_parser_feed(r.p, frag, sizeof frag - 1), EPODE_OK);
+  epode__xml_parser_free(r.p);
+  epode_stanza *iq = r.keep;
+  epode_stanza *q = epode_stanza_find_child(iq, "q", "urn:q");
+  epode_stanza *item = epode_stanza_find_child(q, "item", NULL);
+  const char *jid = epode_stanza_get_attr(item, "jid");
+  assert_int_equal(epode_stanza_detach(q), EPODE_OK);
+  epode_stanza_free(iq);
+  assert_string_equal(jid, "a@b");
+  assert_string_equal(epode_stanza_text(epode_stanza_find_next(item, "item", NULL)), "note");
+  /* Detached again from a tree it was re-added to. */
+  epode_stanza *holder = NULL;
+  assert_int_equal(epode_stanza_new(&holder, &mem, "h", NULL), EPODE_OK);
+  assert_int_equal(epode_stanza_add_child(holder, q), EPODE_OK);
+  assert_int_equal(epode_stanza_detach(item), EPODE_OK);
+  assert_int_equal(epode_stanza_detach(q), EPODE_OK);
+  epode_stanza_free(holder);
+  epode_stanza_free(q);
+  assert_string_equal(jid, "a@b");
+  assert_ser(item, NULL, "<item xmlns='urn:q' jid='a@b' name='A'/>");
+  epode_stanza_free(item);
+  free(r.log);
+  assert_int_equal(f.live, 0);
+}
+
+/* Allocation failures while a large stanza grows its arena and the text
+ * buffer grows. */
+static void test_arena_alloc_failure(void **state) {
+  (void)state;
+  size_t cap = 64 * 1024, n = 0;
+  char *doc = malloc(cap);
+  n += (size_t)snprintf(doc + n, cap - n, "%s<iq type='result'><query xmlns='jabber:iq:roster'>",
+                        HDR);
+  for (int i = 0; i < 80; i++)
+    n += (size_t)snprintf(doc + n, cap - n,
+                          "<item jid='contact%d@example.com' name='N&amp;%d'><group>G%d</group>"
+                          "</item>",
+                          i, i, i % 3);
+  n += (size_t)snprintf(doc + n, cap - n, "</query><x>");
+  for (int i = 0; i < 400; i++)
+    n += (size_t)snprintf(doc + n, cap - n, "t&lt;%03d ", i);
+  n += (size_t)snprintf(doc + n, cap - n, "</x></iq><presence/>");
+  epode_test_failmem f;
+  epode_test_failmem_init(&f, 0);
+  epode_mem mem = f.mem;
+  epode__xml_callbacks cb = {NULL, cb_count, NULL};
+  int count = 0;
+  epode__xml_parser *p = NULL;
+  assert_int_equal(epode__xml_parser_new(&p, &mem, NULL, EPODE__XML_STREAM, &cb, &count), EPODE_OK);
+  assert_int_equal(feed_chunks(p, doc, n, 100), EPODE_OK);
+  epode__xml_parser_free(p);
+  long total = f.calls;
+  assert_int_equal(count, 2);
+  for (long k = 1;; k++) {
+    epode_test_failmem_init(&f, k);
+    count = 0;
+    p = NULL;
+    epode_err e = epode__xml_parser_new(&p, &mem, NULL, EPODE__XML_STREAM, &cb, &count);
+    if (!e) e = feed_chunks(p, doc, n, 100);
+    epode__xml_parser_free(p);
+    if (f.live != 0) fail_msg("allocation %ld failed: %ld blocks leaked", k, f.live);
+    if (e == EPODE_OK) {
+      assert_int_equal(k, total + 1);
+      assert_int_equal(count, 2);
+      break;
+    }
+    if (e != EPODE_ERR_NOMEM) fail_msg("allocation %ld: %s", k, epode_err_name(e));
+  }
+  free(doc);
+}
+
+/* Invalid UTF-8 is reported at the byte a strict decoder rejects, however
+ * the input is split. */
+static void test_utf8_position(void **state) {
+  (void)state;
+  static const struct {
+    const char *doc;
+    unsigned long at;
+  } cases[] = {
+      {"<a>x\xc3\x28</a>", 5},         /* lead byte, then no continuation */
+      {"<a>x\xe0\x9f\x80</a>", 5},     /* overlong: the second byte is out of range */
+      {"<a>x\xf4\x8f\xbf\x41</a>", 7}, /* truncated by an ASCII byte */
+      {"<a>x\xf5\x80\x80\x80</a>", 4}, /* never a lead byte */
+      {"<a b='\xed\xa0\x80'/>", 7},    /* surrogate */
+      {"<a/>\x80", 4},                 /* stray continuation between stanzas */
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    size_t n = strlen(cases[i].doc);
+    char want[64];
+    snprintf(want, sizeof want, "byte %lu ", cases[i].at);
+    for (size_t cut = 0; cut <= n; cut++) {
+      rec r;
+      mk(&r, EPODE__XML_FRAGMENTS, NULL);
+      epode_err e = epode__xml_parser_feed(r.p, cases[i].doc, cut);
+      if (!e) e = epode__xml_parser_feed(r.p, cases[i].doc + cut, n - cut);
+      assert_int_equal(e, EPODE_ERR_XML_UTF8);
+      if (!strstr(epode__xml_parser_errmsg(r.p), want))
+        fail_msg("case %zu cut %zu: %s", i, cut, epode__xml_parser_errmsg(r.p));
+      done(&r);
+    }
+  }
+  /* A sequence cut off by the end of the input is not an error yet. */
+  rec r;
+  mk(&r, EPODE__XML_STREAM, NULL);
+  assert_int_equal(epode__xml_parser_feed(r.p, HDR "<a>\xe2\x82", strlen(HDR) + 5), EPODE_OK);
+  assert_int_equal(epode__xml_parser_feed(r.p, "\xac</a>", 5), EPODE_OK);
+  assert_int_equal(r.stanzas, 1);
+  done(&r);
 }
 
 int main(void) {
@@ -899,6 +1200,10 @@ int main(void) {
       cmocka_unit_test(test_callback_errors),
       cmocka_unit_test(test_fragments),
       cmocka_unit_test(test_alloc_failure),
+      cmocka_unit_test(test_arena_one_allocation),
+      cmocka_unit_test(test_arena_tree_api),
+      cmocka_unit_test(test_arena_alloc_failure),
+      cmocka_unit_test(test_utf8_position),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
