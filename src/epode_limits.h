@@ -42,6 +42,12 @@
  * list grow without bound. */
 #define EPODE_DEFAULT_UNACKED 65536u
 
+/* Keepalive: ask for a sign of life after 90 s of silence (below the
+ * 2-5 minute idle timeouts common in NATs and servers) and declare the
+ * connection dead 30 s later. */
+#define EPODE_DEFAULT_KEEPALIVE_IDLE 90000u
+#define EPODE_DEFAULT_KEEPALIVE_TIMEOUT 30000u
+
 /* Timeouts, milliseconds. */
 #define EPODE_DEFAULT_TIMEOUT_CONNECT 30000u
 #define EPODE_DEFAULT_TIMEOUT_TLS 30000u

@@ -122,6 +122,12 @@ uint64_t epode_config_limit(const epode_config *cfg, epode_limit which);
 /* Milliseconds; 0 disables that timeout. */
 epode_err epode_config_set_timeout(epode_config *cfg, epode_timeout which, uint32_t ms);
 uint32_t epode_config_timeout(const epode_config *cfg, epode_timeout which);
+/* Keepalive and dead-connection detection: when nothing has arrived for
+ * `idle_ms`, the session asks the server for a sign of life (an XEP-0198
+ * <r/> where stream management is on, else an XEP-0199 ping); if nothing
+ * arrives within `timeout_ms` after that, it fails with EPODE_ERR_TIMEOUT.
+ * Defaults 90000 and 30000; idle_ms 0 turns keepalive off. */
+epode_err epode_config_set_keepalive(epode_config *cfg, uint32_t idle_ms, uint32_t timeout_ms);
 /* XEP-0198 stream management: on by default (used when the server offers
  * it). Acks are requested after `every_n` stanzas or `every_ms` after the
  * oldest unacknowledged one (defaults 5 and 2000; 0 disables that

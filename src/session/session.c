@@ -397,6 +397,8 @@ static epode_err become_ready(epode_session *s) {
   epode_err e = epode__sm_enable(s);
   if (!e) e = epode__queue_flush(s);
   if (e) return epode__session_fail(s, e, NULL, NULL, NULL, "could not flush the send queue");
+  s->last_rx = s->now; /* the idle clock starts now */
+  s->ka_deadline = 0;
   epode__session_set_state(s, EPODE_STATE_READY);
   if (s->state == EPODE_STATE_READY) emit(s, EPODE_EV_READY);
   return EPODE_OK;
@@ -783,6 +785,7 @@ epode_err epode_session_recv_element(epode_session *s, const epode_stanza *el, u
   if (s->framing != EPODE_FRAMING_BOSH) return EPODE_ERR_STATE;
   if (s->state == EPODE_STATE_CLOSED || s->state == EPODE_STATE_IDLE) return EPODE_ERR_STATE;
   s->now = now_ms;
+  epode__ka_received(s);
   log_in(s, el);
   on_element(s, el);
   return s->state == EPODE_STATE_CLOSED ? s->failure.err : EPODE_OK;
@@ -839,6 +842,7 @@ epode_err epode_session_recv(epode_session *s, const void *data, size_t len, uin
   if (s->state == EPODE_STATE_IDLE || s->neg == NEG_WAIT_TLS || s->framing == EPODE_FRAMING_BOSH)
     return EPODE_ERR_STATE;
   s->now = now_ms;
+  if (len) epode__ka_received(s);
   epode_err e = epode__xml_parser_feed(s->parser, data, len);
   if (e && s->state != EPODE_STATE_CLOSED) {
     /* The parser itself refused the input. */
@@ -908,6 +912,7 @@ epode_err epode_session_tick(epode_session *s, uint64_t now_ms) {
   }
   epode_err e = epode__timers_run(s);
   if (s->state == EPODE_STATE_READY) epode__sm_tick(s);
+  if (s->state == EPODE_STATE_READY) epode__ka_tick(s);
   return e;
 }
 
@@ -916,6 +921,8 @@ int64_t epode_session_next_deadline(const epode_session *s) {
   int64_t best = epode__timers_next(s);
   int64_t sm = epode__sm_deadline(s);
   if (sm >= 0 && (best < 0 || sm < best)) best = sm;
+  int64_t ka = epode__ka_deadline(s);
+  if (ka >= 0 && (best < 0 || ka < best)) best = ka;
   uint64_t ds[2] = {s->state != EPODE_STATE_READY ? s->neg_deadline : 0,
                     s->state == EPODE_STATE_CLOSING ? s->close_deadline : 0};
   for (int i = 0; i < 2; i++)

@@ -166,6 +166,11 @@ struct epode_session {
   epode__unacked *ua_head, *ua_tail;
   size_t ua_count;
 
+  /* Keepalive: when data last arrived, and the deadline for an answer to
+   * our probe (0: no probe out). */
+  uint64_t last_rx;
+  uint64_t ka_deadline;
+
   /* RFC 7395 see-other-uri, followed once. */
   int redirected;
   int clean_close; /* the server closed its side after we closed ours */
@@ -224,6 +229,11 @@ void epode__sm_tick(epode_session *s);
 /* The session ended: clean (ACKED) or not (FAILED) for everything pending. */
 void epode__sm_finish(epode_session *s, int clean);
 void epode__sm_free(epode_session *s);
+
+/* keepalive.c */
+void epode__ka_received(epode_session *s);
+int64_t epode__ka_deadline(const epode_session *s);
+void epode__ka_tick(epode_session *s);
 
 /* dispatch.c */
 epode_err epode__dispatch(epode_session *s, const epode_stanza *st);

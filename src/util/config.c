@@ -46,6 +46,8 @@ epode_err epode_config_new(epode_config **out, const epode_mem *mem) {
   c->random_fn = epode__random_default;
   c->sm_every_n = EPODE_DEFAULT_SM_ACK_EVERY;
   c->sm_every_ms = EPODE_DEFAULT_SM_ACK_MS;
+  c->ka_idle_ms = EPODE_DEFAULT_KEEPALIVE_IDLE;
+  c->ka_timeout_ms = EPODE_DEFAULT_KEEPALIVE_TIMEOUT;
   *out = c;
   return EPODE_OK;
 }
@@ -110,6 +112,8 @@ epode_err epode_config_clone(epode_config **out, const epode_config *src) {
   c->sm_off = src->sm_off;
   c->sm_every_n = src->sm_every_n;
   c->sm_every_ms = src->sm_every_ms;
+  c->ka_idle_ms = src->ka_idle_ms;
+  c->ka_timeout_ms = src->ka_timeout_ms;
   c->tls_max = src->tls_max;
   c->tls_mode = src->tls_mode;
   c->flags = src->flags;
@@ -267,6 +271,13 @@ epode_err epode_config_set_timeout(epode_config *c, epode_timeout which, uint32_
 
 uint32_t epode_config_timeout(const epode_config *c, epode_timeout which) {
   return (unsigned)which < EPODE_TIMEOUT_COUNT_ ? c->timeouts[which] : 0;
+}
+
+epode_err epode_config_set_keepalive(epode_config *c, uint32_t idle_ms, uint32_t timeout_ms) {
+  if (!c || (idle_ms && !timeout_ms)) return EPODE_ERR_INVAL;
+  c->ka_idle_ms = idle_ms;
+  c->ka_timeout_ms = timeout_ms;
+  return EPODE_OK;
 }
 
 epode_err epode_config_set_stream_management(epode_config *c, int enable) {

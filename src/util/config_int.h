@@ -26,6 +26,7 @@ struct epode_config {
   int sm_off;            /* XEP-0198 disabled by the caller */
   unsigned sm_every_n;   /* request an ack after this many stanzas */
   uint32_t sm_every_ms;  /* … or this long after the oldest unacked one */
+  uint32_t ka_idle_ms, ka_timeout_ms; /* keepalive */
   epode_transport transport;
   epode_tls_mode tls_mode;
   unsigned flags;

@@ -559,6 +559,8 @@ static int timed(epode_session *s, void *ud) {
 
 static void test_timed_handlers(void **state) {
   fx *f = *state;
+  /* Only the timed handler's deadline here (keepalive has its own test). */
+  assert_int_equal(epode_config_set_keepalive(f->cfg, 0, 0), EPODE_OK);
   plain_ready(f);
   assert_int_equal(epode_session_add_timed_handler(f->s, 100, timed, f), EPODE_OK);
   assert_int_equal(epode_session_next_deadline(f->s), (int64_t)(f->now + 100));
@@ -639,6 +641,45 @@ static void test_output_cb_and_abort(void **state) {
   assert_int_equal(f->closed, 1);
 }
 
+/* Keepalive: silence → an XEP-0199 ping; data resets the clock; more
+ * silence after the probe → the connection is declared dead. */
+static void test_keepalive(void **state) {
+  fx *f = *state;
+  assert_int_equal(epode_config_set_keepalive(f->cfg, 10000, 3000), EPODE_OK);
+  plain_ready(f);
+  free(take(f));
+  assert_int_equal(epode_session_next_deadline(f->s), (int64_t)(f->now + 10000));
+  f->now += 9999;
+  epode_session_tick(f->s, f->now);
+  assert_int_equal(epode_session_output_len(f->s), 0);
+  f->now += 1;
+  epode_session_tick(f->s, f->now);
+  char *out = take(f);
+  assert_non_null(strstr(out, "<ping xmlns='urn:xmpp:ping'/>"));
+  const char *idp = strstr(out, "id='");
+  assert_non_null(idp);
+  char reply[128];
+  snprintf(reply, sizeof reply, "<iq type='result' id='%.*s' from='localhost'/>",
+           (int)(strchr(idp + 4, '\'') - idp - 4), idp + 4);
+  free(out);
+  /* The answer (any data) resets the clock. */
+  f->now += 2000;
+  feed(f, reply);
+  assert_int_equal(epode_session_next_deadline(f->s), (int64_t)(f->now + 10000));
+  /* Silence again, the probe goes unanswered: dead within idle + timeout. */
+  f->now += 10000;
+  epode_session_tick(f->s, f->now);
+  free(take(f));
+  f->now += 2999;
+  epode_session_tick(f->s, f->now);
+  assert_int_equal(epode_session_state(f->s), EPODE_STATE_READY);
+  f->now += 1;
+  epode_session_tick(f->s, f->now);
+  assert_int_equal(epode_session_state(f->s), EPODE_STATE_CLOSED);
+  assert_int_equal(epode_session_failure(f->s)->err, EPODE_ERR_TIMEOUT);
+  assert_non_null(strstr(epode_session_failure(f->s)->detail, "connection is dead"));
+}
+
 /* Every allocation failing in turn during a whole login: a clean error or
  * success, never a crash or leak (ASan checks the leaks). */
 static void test_alloc_failures(void **state) {
@@ -705,6 +746,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_output_bound, setup, teardown),
       cmocka_unit_test_setup_teardown(test_close_timeout, setup, teardown),
       cmocka_unit_test_setup_teardown(test_output_cb_and_abort, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_keepalive, setup, teardown),
       cmocka_unit_test(test_alloc_failures),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
