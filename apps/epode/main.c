@@ -21,9 +21,13 @@ static const app_command commands[] = {
      "given, closes the stream cleanly and exits 0. Without -m the body is all of\n"
      "standard input, sent exactly as read (a final newline included); it must be\n"
      "UTF-8 text that XML can carry (no NUL or control characters other than tab,\n"
-     "LF and CR) and at most 1 MiB, else the exit status is 2.",
+     "LF and CR) and at most 1 MiB, else the exit status is 2. The exit status is\n"
+     "also non-zero when a message was neither acknowledged by the server (XEP-0198)\n"
+     "nor confirmed by a clean close: its delivery is then unknown.",
      "  -m, --message TEXT    the message body (default: read standard input)\n"
-     "  -t, --type TYPE       chat (default), normal or headline\n",
+     "  -t, --type TYPE       chat (default), normal or headline\n"
+     "  --each-line           send every line of standard input as its own message,\n"
+     "                        as it is read, over one session (logs, scripts)\n",
      app_cmd_send, 1},
     {"listen", "print incoming messages",
      "listen [OPTIONS] [--count N] [--timeout S] [--json]",

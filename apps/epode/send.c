@@ -15,7 +15,10 @@
  * 256 KiB to 10 MiB; past 1 MiB this is surely the wrong input. */
 #define BODY_MAX (1024u * 1024u)
 
-enum { OPT_MESSAGE = APP_OPT_COMMAND_BASE, OPT_TYPE };
+enum { OPT_MESSAGE = APP_OPT_COMMAND_BASE, OPT_TYPE, OPT_EACH_LINE };
+
+/* --each-line: the longest line kept while waiting for its newline. */
+#define LINE_MAX_BYTES (64u * 1024u)
 
 typedef struct send_ctx {
   const char *message;
@@ -26,6 +29,13 @@ typedef struct send_ctx {
   int sent;
   int acked, failed; /* delivery reports (XEP-0198 acks or the clean close) */
   app_client *cl;
+  /* --each-line: every line of standard input is its own message. */
+  int each_line;
+  int lines_sent, lines_bad;
+  char line[LINE_MAX_BYTES + 1];
+  size_t line_len;
+  int line_overflow;
+  int stdin_watched, stdin_regular, lines_timer_on;
 } send_ctx;
 
 static void on_delivery(epode_session *s, epode_delivery status, const char *id, void *ud) {
@@ -41,6 +51,7 @@ static int own_option(int opt, const char *arg, void *ud) {
   switch (opt) {
   case 'm':
   case OPT_MESSAGE: sc->message = arg; return 0;
+  case OPT_EACH_LINE: sc->each_line = 1; return 0;
   case 't':
   case OPT_TYPE:
     if (strcmp(arg, "chat") && strcmp(arg, "normal") && strcmp(arg, "headline"))
@@ -86,6 +97,152 @@ static int pump(app_client *cl, send_ctx *sc) {
   return 0;
 }
 
+/* ------------------------------------------------------------ --each-line */
+
+static void send_line(send_ctx *sc, const char *text, size_t len) {
+  if (len && text[len - 1] == '\r') len--;
+  if (!len) return; /* empty lines carry nothing */
+  size_t at = 0;
+  const char *problem = app_body_problem(text, len, &at);
+  if (problem) {
+    app_err("line %d not sent: %s at byte %zu", sc->lines_sent + sc->lines_bad + 1, problem, at);
+    sc->lines_bad++;
+    return;
+  }
+  char *body = strndup(text, len);
+  if (!body) {
+    app_err("out of memory");
+    sc->lines_bad++;
+    return;
+  }
+  epode_session *s = app_client_session(sc->cl);
+  for (int i = 0; i < sc->n_to; i++) {
+    epode_stanza *msg = NULL;
+    char id[32];
+    epode_err err = epode_session_new_id(s, id, sizeof id);
+    if (!err) err = epode_message_new(&msg, NULL, sc->type, sc->to[i], body);
+    if (!err) err = epode_stanza_set_attr(msg, "id", id);
+    if (!err) err = epode_session_send_tracked(s, msg, on_delivery, sc);
+    epode_stanza_free(msg);
+    if (err) {
+      app_err("sending a line to %s: %s", sc->to[i], epode_strerror(err));
+      sc->lines_bad++;
+      break;
+    }
+    sc->sent++;
+  }
+  sc->lines_sent++;
+  free(body);
+}
+
+/* Complete lines go out; the rest waits for its newline. */
+static void take_lines(send_ctx *sc, int eof) {
+  size_t start = 0;
+  for (size_t i = 0; i < sc->line_len; i++) {
+    if (sc->line[i] != '\n') continue;
+    send_line(sc, sc->line + start, i - start);
+    start = i + 1;
+  }
+  memmove(sc->line, sc->line + start, sc->line_len - start);
+  sc->line_len -= start;
+  if (eof && sc->line_len) {
+    send_line(sc, sc->line, sc->line_len);
+    sc->line_len = 0;
+  }
+}
+
+static void finish_lines(send_ctx *sc) {
+  if (sc->stdin_watched) epode_loop_unwatch(app_client_loop(sc->cl), STDIN_FILENO);
+  sc->stdin_watched = 0;
+  take_lines(sc, 1);
+  /* Queued ahead of </stream:stream>: the close confirms them (or XEP-0198
+   * acks did already). */
+  app_client_close(sc->cl, APP_EXIT_OK);
+}
+
+static int on_lines_timer(epode_loop *loop, void *ud);
+
+static void on_stdin(epode_loop *loop, int fd, unsigned events, void *ud) {
+  send_ctx *sc = ud;
+  if (app_client_closing(sc->cl)) return;
+  /* Back-pressure: while the connection has a lot to write, stop reading
+   * (a fast producer must not grow our memory); a timer resumes. */
+  if (epode_session_output_len(app_client_session(sc->cl)) > OUTPUT_HIGH_WATER) {
+    if (sc->stdin_watched) {
+      epode_loop_unwatch(loop, fd);
+      sc->stdin_watched = 0;
+    }
+    if (!sc->lines_timer_on &&
+        epode_loop_timer_start(loop, NULL, PUMP_PERIOD_MS, PUMP_PERIOD_MS, on_lines_timer, sc) ==
+            EPODE_OK)
+      sc->lines_timer_on = 1;
+    return;
+  }
+  size_t room = LINE_MAX_BYTES - sc->line_len;
+  if (!room) { /* a line longer than we keep: send what we have as one message */
+    if (!sc->line_overflow) app_err("a line is longer than %u bytes: split", LINE_MAX_BYTES);
+    sc->line_overflow = 1;
+    send_line(sc, sc->line, sc->line_len);
+    sc->line_len = 0;
+    room = LINE_MAX_BYTES;
+  }
+  ssize_t n = read(fd, sc->line + sc->line_len, room);
+  if (n < 0) {
+    if (errno == EINTR || errno == EAGAIN) return;
+    app_err("reading standard input: %s", strerror(errno));
+    app_client_set_exit(sc->cl, APP_EXIT_ERROR);
+    finish_lines(sc);
+    return;
+  }
+  if (n == 0) {
+    finish_lines(sc);
+    return;
+  }
+  sc->line_len += (size_t)n;
+  take_lines(sc, 0);
+}
+
+/* Reads standard input from a timer: for a regular file (epoll refuses
+ * those; they never block), and while a pipe is paused by back-pressure. */
+static int on_lines_timer(epode_loop *loop, void *ud) {
+  send_ctx *sc = ud;
+  if (app_client_closing(sc->cl)) {
+    sc->lines_timer_on = 0;
+    return 0;
+  }
+  if (epode_session_output_len(app_client_session(sc->cl)) > OUTPUT_HIGH_WATER) return 1;
+  if (sc->stdin_regular) {
+    on_stdin(loop, STDIN_FILENO, EPODE_IO_READ, sc);
+    if (!app_client_closing(sc->cl)) return 1;
+    sc->lines_timer_on = 0;
+    return 0;
+  }
+  /* The pipe: watch it again. */
+  sc->lines_timer_on = 0;
+  if (epode_loop_watch(loop, STDIN_FILENO, EPODE_IO_READ, on_stdin, sc) == EPODE_OK)
+    sc->stdin_watched = 1;
+  return 0;
+}
+
+static void start_lines(app_client *cl, send_ctx *sc) {
+  epode_loop *loop = app_client_loop(cl);
+  epode_err err = epode_loop_watch(loop, STDIN_FILENO, EPODE_IO_READ, on_stdin, sc);
+  if (!err) {
+    sc->stdin_watched = 1;
+    return;
+  }
+  if (err == EPODE_ERR_INVAL) { /* a regular file */
+    sc->stdin_regular = 1;
+    err = epode_loop_timer_start(loop, NULL, 0, PUMP_PERIOD_MS, on_lines_timer, sc);
+    if (!err) {
+      sc->lines_timer_on = 1;
+      return;
+    }
+  }
+  app_err("reading standard input: %s", epode_strerror(err));
+  app_client_close(cl, APP_EXIT_ERROR);
+}
+
 static int on_pump_timer(epode_loop *loop, void *ud) {
   send_ctx *sc = ud;
   return pump(sc->cl, sc);
@@ -94,6 +251,10 @@ static int on_pump_timer(epode_loop *loop, void *ud) {
 static void on_ready(app_client *cl, const char *jid, void *ud) {
   send_ctx *sc = ud;
   sc->cl = cl;
+  if (sc->each_line) {
+    start_lines(cl, sc);
+    return;
+  }
   if (!pump(cl, sc)) return;
   epode_err err = epode_loop_timer_start(app_client_loop(cl), NULL, PUMP_PERIOD_MS,
                                          PUMP_PERIOD_MS, on_pump_timer, sc);
@@ -115,6 +276,7 @@ int app_cmd_send(const app_command *cmd, int argc, char **argv) {
   static const struct option own[] = {
       {"message", required_argument, NULL, OPT_MESSAGE},
       {"type", required_argument, NULL, OPT_TYPE},
+      {"each-line", no_argument, NULL, OPT_EACH_LINE},
   };
   send_ctx sc = {.type = "chat"};
   app_account acct = {0};
@@ -132,7 +294,12 @@ int app_cmd_send(const app_command *cmd, int argc, char **argv) {
 
   char *stdin_body = NULL;
   size_t len;
-  if (sc.message) {
+  if (sc.each_line && sc.message)
+    return app_usage_error("send", "--each-line reads standard input; it cannot go with -m");
+  if (sc.each_line) {
+    len = 1; /* checked line by line */
+    sc.body = "";
+  } else if (sc.message) {
     sc.body = sc.message;
     len = strlen(sc.message);
   } else {
@@ -152,7 +319,7 @@ int app_cmd_send(const app_command *cmd, int argc, char **argv) {
   }
   size_t at = 0;
   const char *src = sc.message ? "" : " (standard input)";
-  const char *problem = app_body_problem(sc.body, len, &at);
+  const char *problem = sc.each_line ? NULL : app_body_problem(sc.body, len, &at);
   if (problem || len == 0) {
     if (problem)
       rc = app_usage_error("send", "cannot send the message%s: %s at byte %zu", src, problem, at);
@@ -179,7 +346,9 @@ int app_cmd_send(const app_command *cmd, int argc, char **argv) {
   epode_config_free(cfg);
   if (!rc) {
     rc = app_client_run(cl);
-    if (rc == APP_EXIT_OK && sc.sent < sc.n_to) {
+    if (sc.each_line) {
+      if (rc == APP_EXIT_OK && sc.lines_bad) rc = APP_EXIT_ERROR;
+    } else if (rc == APP_EXIT_OK && sc.sent < sc.n_to) {
       app_err("the connection ended before the message%s could be sent",
               sc.n_to > 1 ? "s" : "");
       rc = APP_EXIT_ERROR;
