@@ -131,6 +131,8 @@ epode_err epode__tls_new(epode__tls **out, const epode_config *cfg, const char *
   }
 
   t->ssl = SSL_new(t->ctx);
+  /* An idle connection gives its ~34 KiB of record buffers back. */
+  if (t->ssl) SSL_set_mode(t->ssl, SSL_MODE_RELEASE_BUFFERS);
   t->rbio = BIO_new(BIO_s_mem());
   t->wbio = BIO_new(BIO_s_mem());
   if (!t->ssl || !t->rbio || !t->wbio) {
