@@ -110,7 +110,8 @@ struct epode_conn {
 
   int fail_set; /* our own verdict (may be EPODE_OK: closed by the app) */
   epode_failure fail;
-  char fail_detail[2600];
+  char *fail_detail;   /* FAIL_DETAIL_SIZE bytes, allocated when first needed */
+  char fail_small[96]; /* used if that allocation fails */
 
   /* XEP-0156 discovery, then BOSH (XEP-0124/0206) when the URL says so. */
   epode__discover *disc;
@@ -132,6 +133,26 @@ uint64_t epode_now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Room for a failure's detail (a list of every address tried and why):
+ * allocated only when something fails, so idle connections don't carry it. */
+#define FAIL_DETAIL_SIZE 2600u
+
+static char *detail(epode_conn *c) {
+  if (!c->fail_detail) {
+    c->fail_detail = epode__alloc(c->mem, FAIL_DETAIL_SIZE);
+    if (!c->fail_detail) return c->fail_small;
+    c->fail_detail[0] = '\0';
+  }
+  return c->fail_detail;
+}
+static size_t detail_size(const epode_conn *c) {
+  return c->fail_detail ? FAIL_DETAIL_SIZE : sizeof c->fail_small;
+}
+/* The detail so far ("" if none). */
+static const char *detail_str(const epode_conn *c) {
+  return c->fail_detail ? c->fail_detail : c->fail_small;
 }
 
 static void advance(epode_conn *c);
@@ -373,18 +394,19 @@ static void fail(epode_conn *c, epode_err err, const char *fmt, ...) {
   if (c->phase == PH_DONE || c->fail_set) return;
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(c->fail_detail, sizeof c->fail_detail, fmt, ap);
+  char *d = detail(c);
+  vsnprintf(d, detail_size(c), fmt, ap);
   va_end(ap);
   c->fail_set = 1;
   c->fail.err = err;
   c->fail.condition = c->fail.text = c->fail.mechanism = NULL;
-  c->fail.detail = c->fail_detail;
-  epode__log(c->cfg, EPODE_LOG_ERROR, "net", "%s: %s", epode_strerror(err), c->fail_detail);
+  c->fail.detail = d;
+  epode__log(c->cfg, EPODE_LOG_ERROR, "net", "%s: %s", epode_strerror(err), d);
   emit(c, EPODE_EV_ERROR, epode_conn_state(c), &c->fail);
   shutdown_transport(c);
   if (c->session_started && !c->session_closed) {
     c->depth++;
-    (void)epode_session_abort(c->s, err, c->fail_detail, epode_now_ms());
+    (void)epode_session_abort(c->s, err, d, epode_now_ms());
     c->depth--;
   }
   finish(c);
@@ -551,9 +573,9 @@ static void process_close(epode_conn *c) {
     /* Nothing to say in XML yet: just stop. */
     c->fail_set = 1;
     c->fail.err = EPODE_OK;
-    snprintf(c->fail_detail, sizeof c->fail_detail,
-             "closed by the application before the stream was established");
-    c->fail.detail = c->fail_detail;
+    char *d = detail(c);
+    snprintf(d, detail_size(c), "closed by the application before the stream was established");
+    c->fail.detail = d;
     shutdown_transport(c);
     if (c->session_started && !c->session_closed) {
       c->depth++;
@@ -873,7 +895,8 @@ static epode_err start_bosh(epode_conn *c) {
   h.ud = c;
   epode_err e = epode__bosh_new(&c->bosh, c->cfg, c->s, c->cfg->url, &h);
   if (e) {
-    snprintf(c->fail_detail, sizeof c->fail_detail, "cannot use the BOSH URL %s", c->cfg->url);
+    char *d = detail(c);
+    snprintf(d, detail_size(c), "cannot use the BOSH URL %s", c->cfg->url);
     return e;
   }
   if (c->dns_servers) (void)epode__bosh_set_dns_servers(c->bosh, c->dns_servers);
@@ -944,7 +967,7 @@ static void follow_redirect(epode_conn *c) {
   c->peer[0] = '\0';
   if (!e) e = begin_connect(c);
   if (e) {
-    fail(c, e, "%s", c->fail_detail[0] ? c->fail_detail : "cannot follow the redirect");
+    fail(c, e, "%s", detail_str(c)[0] ? detail_str(c) : "cannot follow the redirect");
     return;
   }
   c->kick = 1;
@@ -973,7 +996,7 @@ static void advance(epode_conn *c) {
       c->disc_timer_at = -1;
       c->phase = PH_IDLE;
       if ((e = begin_connect(c))) {
-        fail(c, e, "%s", c->fail_detail[0] ? c->fail_detail : epode_strerror(e));
+        fail(c, e, "%s", detail_str(c)[0] ? detail_str(c) : epode_strerror(e));
         return;
       }
       continue;
@@ -1086,6 +1109,7 @@ static void destroy(epode_conn *c) {
   epode__ws_free(c->ws);
   epode__free(c->mem, c->tls_name);
   epode__free(c->mem, c->redirect_to);
+  epode__free(c->mem, c->fail_detail);
   epode__free(c->mem, c->w);
   epode__free(c->mem, c->dns_servers);
   epode_config *cfg = c->cfg;
@@ -1153,7 +1177,8 @@ static epode_err setup_websocket(epode_conn *c) {
   epode__url u;
   const char *why;
   if (epode__url_parse(c->cfg->url, &u, &why) != EPODE_OK) {
-    snprintf(c->fail_detail, sizeof c->fail_detail, "bad WebSocket URL %s: %s", c->cfg->url, why);
+    char *d = detail(c);
+    snprintf(d, detail_size(c), "bad WebSocket URL %s: %s", c->cfg->url, why);
     return EPODE_ERR_INVAL;
   }
   char host_header[300];
@@ -1166,17 +1191,21 @@ static epode_err setup_websocket(epode_conn *c) {
   if (!e)
     epode__ws_set_max_message(c->ws, (size_t)c->cfg->limits[EPODE_LIMIT_STANZA_BYTES]);
   if (!e) e = epode_session_set_framing(c->s, EPODE_FRAMING_WEBSOCKET);
-  if (e) snprintf(c->fail_detail, sizeof c->fail_detail, "cannot set up the WebSocket transport");
+  if (e) {
+    char *d = detail(c);
+    snprintf(d, detail_size(c), "cannot set up the WebSocket transport");
+  }
   return e;
 }
 
 /* Checks what can be checked before the network (CA file, client
  * certificate), then starts the transport: DNS for TCP and WebSocket, the
  * BOSH driver, or XEP-0156 discovery first when there is no URL yet. On
- * error, c->fail_detail says why and nothing was started. */
+ * error, detail_str(c) says why and nothing was started. */
 static epode_err begin_connect(epode_conn *c) {
   epode_err e;
-  c->fail_detail[0] = '\0';
+  if (c->fail_detail) c->fail_detail[0] = '\0';
+  c->fail_small[0] = '\0';
   if (c->cfg->transport != EPODE_TRANSPORT_TCP && !c->cfg->url) {
     e = epode__discover_new(&c->disc, c->cfg, c->cfg->transport, disc_io, disc_timer, disc_done,
                             c);
@@ -1185,7 +1214,8 @@ static epode_err begin_connect(epode_conn *c) {
     if (e) {
       epode__discover_free(c->disc);
       c->disc = NULL;
-      snprintf(c->fail_detail, sizeof c->fail_detail, "cannot start XEP-0156 discovery for %s",
+      char *d = detail(c);
+      snprintf(d, detail_size(c), "cannot start XEP-0156 discovery for %s",
                epode_jid_domain(c->jid));
       return e;
     }
@@ -1202,10 +1232,16 @@ static epode_err begin_connect(epode_conn *c) {
     /* Find a bad CA file or client certificate now rather than after DNS
      * and TCP. */
     epode__tls *probe = NULL;
+    char why[FAIL_DETAIL_SIZE];
+    why[0] = '\0';
     e = epode__tls_new(&probe, c->cfg, c->tls_name ? c->tls_name : epode_jid_domain(c->jid), 0,
-                       c->fail_detail, sizeof c->fail_detail);
+                       why, sizeof why);
     epode__tls_free(probe);
-    if (e) return e == EPODE_ERR_NOMEM ? e : EPODE_ERR_TLS;
+    if (e) {
+      char *d = detail(c);
+      snprintf(d, detail_size(c), "%s", why);
+      return e == EPODE_ERR_NOMEM ? e : EPODE_ERR_TLS;
+    }
   }
   if (c->cfg->transport == EPODE_TRANSPORT_BOSH) return start_bosh(c);
   if ((e = epode__dns_new(&c->dns, c->cfg, dns_sock_cb, c))) return e;
@@ -1231,10 +1267,13 @@ epode_err epode_conn_connect(epode_conn *c) {
   epode_err e = begin_connect(c);
   if (e) {
     /* Nothing started: the failure is the return value (no events). */
-    if (!c->fail_detail[0]) snprintf(c->fail_detail, sizeof c->fail_detail, "%s", epode_strerror(e));
+    if (!detail_str(c)[0]) {
+      char *d = detail(c);
+      snprintf(d, detail_size(c), "%s", epode_strerror(e));
+    }
     c->fail_set = 1;
     c->fail.err = e;
-    c->fail.detail = c->fail_detail;
+    c->fail.detail = detail_str(c);
     return e;
   }
   /* The rest (even a lookup that finished at once) happens from the host's
