@@ -183,12 +183,13 @@ static void on_event(const epode_event *ev, void *ud) {
     cl->last_state = ev->state;
     if (ev->state == EPODE_STATE_TLS_HANDSHAKE || ev->state == EPODE_STATE_STARTTLS)
       cl->tls_seen = 1;
-    /* --allow-plaintext only matters if the server really offers no TLS:
+    /* --allow-plaintext only matters if the stream really is unencrypted (no
+     * STARTTLS offered, or a ws:// or http:// transport):
      * say so when it happens, before the password goes out. */
     if (ev->state == EPODE_STATE_AUTHENTICATING && !cl->tls_seen && !cl->plaintext_warned) {
       cl->plaintext_warned = 1;
-      fputs("epode: WARNING: the server offers no TLS; the password and messages cross the "
-            "network unencrypted (--allow-plaintext)\n",
+      fputs("epode: WARNING: the stream is not encrypted; the password and messages cross the "
+            "network readable by anyone (--allow-plaintext)\n",
             stderr);
     }
     if (cl->verbose >= 2) fprintf(stderr, "epode: [state] %s\n", epode_state_name(ev->state));

@@ -199,7 +199,7 @@ TRANSPORT[ws]="--url $WS_URL --allow-plaintext"
 TRANSPORT[wss]="--url $WSS_URL"
 TRANSPORT[bosh-http]="--url $BOSH_URL --allow-plaintext"
 TRANSPORT[bosh-https]="--url $BOSH_HTTPS_URL"
-PLAINTEXT_WARNING='^epode: WARNING: the server offers no TLS'
+PLAINTEXT_WARNING='^epode: WARNING: the stream is not encrypted'
 # What ejabberd offers over BOSH and WebSocket: these six, in any order, and
 # nothing else.
 OFFERED_HTTP="<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>(<mechanism>(DIGEST-MD5|PLAIN\

@@ -34,7 +34,7 @@ else
 fi
 
 # --allow-plaintext warns when the stream really is unencrypted.
-grep -q "WARNING: the server offers no TLS" "$ERR" && pass plaintext_warning ||
+grep -q "WARNING: the stream is not encrypted" "$ERR" && pass plaintext_warning ||
   fail plaintext_warning "no warning about the unencrypted stream" "$ERR"
 
 # --- output escaping, byte for byte (CR, tab, quotes, backslash, UTF-8) --------
@@ -89,7 +89,7 @@ check tls_garbage tls-garbage 4 "TLS" \
 FAKE_ARGS=(--cert "$SERVER_CERT" --key "$SERVER_KEY")
 check tls_direct_ok tls 0 "listening as tester@localhost/fake" \
   listen --tls direct --server "127.0.0.1:@PORT@" --cafile "$CA_FILE" --timeout 10 --count 1
-grep -q "offers no TLS" "$ERR" && fail tls_no_plaintext_warning "plaintext warning over TLS" "$ERR" ||
+grep -q "stream is not encrypted" "$ERR" && fail tls_no_plaintext_warning "plaintext warning over TLS" "$ERR" ||
   pass tls_no_plaintext_warning
 FAKE_ARGS=(--cert "$UNTRUSTED_CERT" --key "$UNTRUSTED_KEY")
 check tls_untrusted tls 4 "certificate verification failed" \

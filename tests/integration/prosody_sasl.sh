@@ -94,7 +94,7 @@ ok() {
     fail "$name" "no 'listening as' line for /$jre/" "$ERR"
   elif ! [[ "$sent" =~ ^($mre)$ ]]; then
     fail "$name" "<auth> mechanisms sent: '$sent', expected exactly one matching /$mre/" "$ERR"
-  elif [ "$tlsv" = none ] && ! grep -q "^epode: WARNING: the server offers no TLS" "$ERR"; then
+  elif [ "$tlsv" = none ] && ! grep -q "^epode: WARNING: the stream is not encrypted" "$ERR"; then
     fail "$name" "no warning that the stream is unencrypted" "$ERR"
   elif [ "$tlsv" = none ] && grep -q "TLS established" "$ERR"; then
     fail "$name" "TLS on a transport that should have none" "$ERR"
