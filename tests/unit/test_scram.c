@@ -19,6 +19,7 @@
 #include "util/buf.h"
 
 #include "failmem.h"
+#include "scram_ex.h"
 
 #define RFC5802_NONCE "fyko+d2lbbFgONRv9qkxdawL"
 #define RFC5802_FIRST "n,,n=user,r=" RFC5802_NONCE
@@ -62,49 +63,6 @@ static void params_init(epode__sasl_params *p) {
   p->password = "pencil";
 }
 
-/* One exchange under test. */
-typedef struct ex {
-  const epode__sasl_mech *m;
-  void *st;
-  epode__buf out;
-} ex;
-
-static epode_err ex_start(ex *x, const epode__sasl_mech *m, const epode__sasl_params *p,
-                          const char *nonce) {
-  x->m = m;
-  x->st = NULL;
-  epode__buf_init(&x->out, p->mem, 0);
-  int has = -1;
-  epode_err e = nonce ? epode__scram_start_with_nonce(m, &x->st, p, nonce, &x->out, &has)
-                      : m->start(&x->st, p, &x->out, &has);
-  if (!e) assert_int_equal(has, 1);
-  return e;
-}
-
-static epode_err ex_step(ex *x, const char *in) {
-  epode__buf_reset(&x->out);
-  return x->m->step(x->st, (const unsigned char *)in, in ? strlen(in) : 0, &x->out);
-}
-
-static epode_err ex_success(ex *x, const char *in) {
-  return x->m->success(x->st, (const unsigned char *)in, in ? strlen(in) : 0);
-}
-
-static void ex_free(ex *x) {
-  x->m->free(x->st);
-  epode__buf_free(&x->out);
-}
-
-static void assert_errmsg_has(ex *x, const char *needle) {
-  const char *m = x->m->errmsg(x->st);
-  assert_non_null(m);
-  if (!strstr(m, needle)) fail_msg("errmsg \"%s\" lacks \"%s\"", m, needle);
-}
-
-static void assert_out(ex *x, const char *want) {
-  assert_int_equal(x->out.len, strlen(want));
-  assert_memory_equal(x->out.data, want, x->out.len);
-}
 
 /* A full exchange with fixed nonce; `v` goes with success(). */
 static void vector(const epode__sasl_mech *m, const char *nonce, const char *first,

@@ -36,6 +36,7 @@
 #include "util/buf.h"
 
 #include "failmem.h"
+#include "scram_ex.h"
 
 /* ------------------------------------------------------------ the XEP example */
 
@@ -93,43 +94,6 @@ static void params_init(epode__sasl_params *p) {
   p->password = "pencil";
 }
 
-typedef struct ex {
-  const epode__sasl_mech *m;
-  void *st;
-  epode__buf out;
-} ex;
-
-static epode_err ex_start(ex *x, const epode__sasl_mech *m, const epode__sasl_params *p,
-                          const char *nonce) {
-  x->m = m;
-  x->st = NULL;
-  epode__buf_init(&x->out, p->mem, 0);
-  int has = -1;
-  epode_err e = epode__scram_start_with_nonce(m, &x->st, p, nonce, &x->out, &has);
-  if (!e) assert_int_equal(has, 1);
-  return e;
-}
-
-static epode_err ex_step(ex *x, const char *in) {
-  epode__buf_reset(&x->out);
-  return x->m->step(x->st, (const unsigned char *)in, in ? strlen(in) : 0, &x->out);
-}
-
-static void ex_free(ex *x) {
-  x->m->free(x->st);
-  epode__buf_free(&x->out);
-}
-
-static void assert_errmsg_has(ex *x, const char *needle) {
-  const char *m = x->m->errmsg(x->st);
-  assert_non_null(m);
-  if (!strstr(m, needle)) fail_msg("errmsg \"%s\" lacks \"%s\"", m, needle);
-}
-
-static void assert_out(ex *x, const char *want) {
-  if (x->out.len != strlen(want) || memcmp(x->out.data, want, x->out.len))
-    fail_msg("got \"%.*s\", want \"%s\"", (int)x->out.len, x->out.data ? x->out.data : "", want);
-}
 
 /* server-first `sfirst` after a start with these lists: the result of step(). */
 static epode_err first(const epode__sasl_mech *m, const char *const *mechs, const char *const *cbs,
