@@ -47,6 +47,10 @@
  * connection dead 30 s later. */
 #define EPODE_DEFAULT_KEEPALIVE_IDLE 90000u
 #define EPODE_DEFAULT_KEEPALIVE_TIMEOUT 30000u
+/* Reconnection backoff: a second first (long enough not to hammer a server
+ * that is restarting, short enough for a dropped Wi-Fi), a minute at most. */
+#define EPODE_DEFAULT_RECONNECT_INITIAL 1000u
+#define EPODE_DEFAULT_RECONNECT_MAX 60000u
 
 /* Timeouts, milliseconds. */
 #define EPODE_DEFAULT_TIMEOUT_CONNECT 30000u

@@ -67,6 +67,7 @@ static const char *state_phrase(epode_state st) {
   case EPODE_STATE_READY: return "with the session ready";
   case EPODE_STATE_CLOSING: return "while closing the stream";
   case EPODE_STATE_CLOSED: return "after the stream closed";
+  case EPODE_STATE_DISCONNECTED: return "while waiting to reconnect";
   }
   return "";
 }
@@ -195,6 +196,9 @@ static void on_event(const epode_event *ev, void *ud) {
     if (cl->verbose >= 2) fprintf(stderr, "epode: [state] %s\n", epode_state_name(ev->state));
     break;
   case EPODE_EV_STARTTLS: break; /* the connection does TLS itself */
+  case EPODE_EV_RECONNECT: break; /* the connection handles it */
+  case EPODE_EV_DISCONNECTED:
+  case EPODE_EV_RESUMED: break;
   case EPODE_EV_REDIRECT:
     if (cl->verbose) fprintf(stderr, "epode: the server redirects to %s\n", ev->uri);
     break;

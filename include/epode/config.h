@@ -134,6 +134,23 @@ epode_err epode_config_set_keepalive(epode_config *cfg, uint32_t idle_ms, uint32
  * trigger, but not both). */
 epode_err epode_config_set_stream_management(epode_config *cfg, int enable);
 epode_err epode_config_set_sm_ack_policy(epode_config *cfg, unsigned every_n, uint32_t every_ms);
+/* Automatic reconnection, off by default. When on, a session that loses its
+ * connection (or cannot establish one) is not closed: it goes to
+ * EPODE_STATE_DISCONNECTED, keeping its handlers, pending iqs, queued and
+ * unacknowledged stanzas, and an epode_conn connects again after a delay —
+ * `initial_ms` doubled on each consecutive failure up to `max_ms`, with
+ * random jitter (each delay is between half and all of that value). A
+ * session that had XEP-0198 resumption resumes (EPODE_EV_RESUMED) and
+ * resends what the server had not acknowledged; otherwise a fresh session
+ * is negotiated (EPODE_EV_READY again) and the unacknowledged stanzas are
+ * sent on it. After `max_attempts` consecutive failed attempts (0: no
+ * limit) the last failure is final. Failures that another attempt cannot
+ * fix end the session as before: authentication, certificate
+ * verification, a TLS or SASL policy refusal, a resource conflict, a
+ * protocol violation. `initial_ms`/`max_ms` 0 keep the defaults (1000 and
+ * 60000). */
+epode_err epode_config_set_reconnect(epode_config *cfg, int enable, uint32_t initial_ms,
+                                     uint32_t max_ms, unsigned max_attempts);
 /* Messages at `level` and below reach `fn`. Default: no logging. */
 epode_err epode_config_set_log(epode_config *cfg, epode_log_fn fn, void *ud,
                                epode_log_level level);

@@ -49,7 +49,11 @@ typedef enum epode_state {
   EPODE_STATE_BINDING,        /* resource binding (and legacy session) */
   EPODE_STATE_READY,          /* stanzas flow */
   EPODE_STATE_CLOSING,        /* </stream:stream> sent, waiting for the peer's */
-  EPODE_STATE_CLOSED          /* finished; see epode_session_failure() */
+  EPODE_STATE_CLOSED,         /* finished; see epode_session_failure() */
+  /* Reconnection is on (epode_config_set_reconnect) and the transport was
+   * lost: the session waits for the next attempt, keeping its handlers,
+   * pending iqs, queued and unacknowledged stanzas. */
+  EPODE_STATE_DISCONNECTED
 } epode_state;
 
 const char *epode_state_name(epode_state state);
@@ -69,11 +73,29 @@ typedef enum epode_event_type {
   EPODE_EV_READY,     /* resource bound: ev->jid is the full JID */
   EPODE_EV_ERROR,     /* fatal: ev->failure says why; EPODE_EV_CLOSED follows */
   EPODE_EV_CLOSED,    /* stream over; ev->failure->err is EPODE_OK for a clean close */
-  /* WebSocket: before authentication the server said to connect elsewhere
-   * (RFC 7395 see-other-uri): ev->uri. The session is back in IDLE, keeping
-   * its handlers and queued stanzas; the transport connects to ev->uri and
-   * starts it again. Followed once: a second redirect is a failure. */
-  EPODE_EV_REDIRECT
+  /* The server said to connect elsewhere: over WebSocket before
+   * authentication (RFC 7395 see-other-uri, ev->uri a ws:// or wss:// URL),
+   * or over TCP with the stream error <see-other-host/> (RFC 6120 §4.9.3.19,
+   * ev->uri "host", "host:port" or "[v6]:port"; the new host is verified
+   * against the JID's domain as the old one was). The session is back in
+   * IDLE, keeping its handlers, queued and unacknowledged stanzas (and its
+   * resumption state); the transport connects there and starts it again.
+   * Followed once: a second redirect is a failure. */
+  EPODE_EV_REDIRECT,
+  /* Reconnection is on and the connection was lost (or an attempt failed):
+   * ev->failure says why, ev->retry_ms when the next attempt starts,
+   * ev->attempt how many have failed in a row. State DISCONNECTED. */
+  EPODE_EV_DISCONNECTED,
+  /* For hosts driving the session themselves: the reconnect delay is over;
+   * connect a new transport and call epode_session_start() again.
+   * (epode_conn does this itself and does not forward it.) */
+  EPODE_EV_RECONNECT,
+  /* XEP-0198 resumption succeeded on a new connection: the stream goes on
+   * where it broke, with the same full JID (ev->jid); stanzas the server
+   * had not acknowledged were sent again. When resumption is not possible
+   * a fresh session is negotiated instead and EPODE_EV_READY comes again
+   * (the app sends its presence again then). */
+  EPODE_EV_RESUMED
 } epode_event_type;
 
 typedef struct epode_event {
@@ -82,6 +104,8 @@ typedef struct epode_event {
   const char *jid;
   const epode_failure *failure;
   const char *uri; /* EPODE_EV_REDIRECT only */
+  uint32_t retry_ms; /* EPODE_EV_DISCONNECTED: delay before the next attempt */
+  unsigned attempt;  /* EPODE_EV_DISCONNECTED: consecutive failed attempts */
 } epode_event;
 
 typedef void (*epode_event_fn)(const epode_event *ev, void *ud);
@@ -186,6 +210,24 @@ epode_err epode_session_send_tracked(epode_session *s, const epode_stanza *st,
  * <enabled/>), and how many of our stanzas wait for its acknowledgement. */
 int epode_session_sm_enabled(const epode_session *s);
 size_t epode_session_sm_unacked(const epode_session *s);
+/* XEP-0198 resumption state. A session is resumable once the server
+ * enabled stream management with resume='true'. epode_session_save()
+ * writes what resuming needs — the stream id, both counts, the bound JID
+ * and the bytes of every stanza not yet acknowledged — into a new buffer
+ * (free it with epode_free(epode_session_mem(s), …)); it works while READY
+ * or DISCONNECTED (EPODE_ERR_STATE otherwise, EPODE_ERR_NOTFOUND if not
+ * resumable). A new process restores it into a fresh session (IDLE, same
+ * account and framing) before starting it: the session then asks the
+ * server to resume instead of binding. Restored stanzas report their fate
+ * to `fn` (may be NULL). EPODE_ERR_INVAL for data that is not a saved
+ * state, is damaged, or belongs to another account or framing. The state
+ * holds no secret, but it names the stream: whoever has it (and the
+ * account's credentials) can take the stream over. Do not close the old
+ * session (closing ends the stream for the server); just drop it. */
+int epode_session_resumable(const epode_session *s);
+epode_err epode_session_save(const epode_session *s, char **out, size_t *len);
+epode_err epode_session_restore(epode_session *s, const void *data, size_t len,
+                                epode_delivery_fn fn, void *ud);
 /* Sends raw XML, which must be one or more complete elements. */
 epode_err epode_session_send_raw(epode_session *s, const char *xml, size_t len);
 

@@ -199,6 +199,9 @@ static void on_session_event(const epode_event *ev, void *ud) {
     if (!c->redirect_to) c->redirect_bad = 1;
     emit(c, EPODE_EV_REDIRECT, ev->state, ev->failure);
     break;
+  case EPODE_EV_DISCONNECTED:
+  case EPODE_EV_RESUMED: emit(c, ev->type, ev->state, ev->failure); break;
+  case EPODE_EV_RECONNECT: break;
   }
 }
 

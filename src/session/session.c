@@ -15,7 +15,7 @@
 
 static const char *const state_names[] = {
     "idle",  "resolving",      "connecting", "tls-handshake", "opening", "starttls",
-    "authenticating", "binding", "ready", "closing", "closed"};
+    "authenticating", "binding", "ready", "closing", "closed", "disconnected"};
 
 const char *epode_state_name(epode_state st) {
   return (unsigned)st < sizeof state_names / sizeof *state_names ? state_names[st] : "unknown";

@@ -48,6 +48,8 @@ epode_err epode_config_new(epode_config **out, const epode_mem *mem) {
   c->sm_every_ms = EPODE_DEFAULT_SM_ACK_MS;
   c->ka_idle_ms = EPODE_DEFAULT_KEEPALIVE_IDLE;
   c->ka_timeout_ms = EPODE_DEFAULT_KEEPALIVE_TIMEOUT;
+  c->rc_initial_ms = EPODE_DEFAULT_RECONNECT_INITIAL;
+  c->rc_max_ms = EPODE_DEFAULT_RECONNECT_MAX;
   *out = c;
   return EPODE_OK;
 }
@@ -114,6 +116,10 @@ epode_err epode_config_clone(epode_config **out, const epode_config *src) {
   c->sm_every_ms = src->sm_every_ms;
   c->ka_idle_ms = src->ka_idle_ms;
   c->ka_timeout_ms = src->ka_timeout_ms;
+  c->rc_on = src->rc_on;
+  c->rc_initial_ms = src->rc_initial_ms;
+  c->rc_max_ms = src->rc_max_ms;
+  c->rc_max_attempts = src->rc_max_attempts;
   c->tls_max = src->tls_max;
   c->tls_mode = src->tls_mode;
   c->flags = src->flags;
@@ -277,6 +283,19 @@ epode_err epode_config_set_keepalive(epode_config *c, uint32_t idle_ms, uint32_t
   if (!c || (idle_ms && !timeout_ms)) return EPODE_ERR_INVAL;
   c->ka_idle_ms = idle_ms;
   c->ka_timeout_ms = timeout_ms;
+  return EPODE_OK;
+}
+
+epode_err epode_config_set_reconnect(epode_config *c, int enable, uint32_t initial_ms,
+                                     uint32_t max_ms, unsigned max_attempts) {
+  if (!c) return EPODE_ERR_INVAL;
+  if (!initial_ms) initial_ms = EPODE_DEFAULT_RECONNECT_INITIAL;
+  if (!max_ms) max_ms = EPODE_DEFAULT_RECONNECT_MAX;
+  if (max_ms < initial_ms) return EPODE_ERR_INVAL;
+  c->rc_on = enable != 0;
+  c->rc_initial_ms = initial_ms;
+  c->rc_max_ms = max_ms;
+  c->rc_max_attempts = max_attempts;
   return EPODE_OK;
 }
 

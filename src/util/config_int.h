@@ -27,6 +27,9 @@ struct epode_config {
   unsigned sm_every_n;   /* request an ack after this many stanzas */
   uint32_t sm_every_ms;  /* … or this long after the oldest unacked one */
   uint32_t ka_idle_ms, ka_timeout_ms; /* keepalive */
+  int rc_on;                         /* automatic reconnection */
+  uint32_t rc_initial_ms, rc_max_ms; /* its backoff */
+  unsigned rc_max_attempts;          /* 0: no limit */
   epode_transport transport;
   epode_tls_mode tls_mode;
   unsigned flags;
