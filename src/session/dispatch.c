@@ -34,7 +34,7 @@ epode_err epode__queue_flush(epode_session *s) {
     s->q_head = q->next;
     if (!s->q_head) s->q_tail = NULL;
     s->q_count--;
-    e = q->stanza ? epode__sm_sent(s, q->fn, q->ud, q->id) : EPODE_OK;
+    e = q->stanza ? epode__sm_sent(s, q->fn, q->ud, q->id, q->data, q->len) : EPODE_OK;
     epode__free(s->mem, q->id);
     epode__free(s->mem, q);
     if (e) return e;
@@ -76,12 +76,16 @@ static int can_send(const epode_session *s) {
 static epode_err send_bytes(epode_session *s, const char *data, size_t len, epode_delivery_fn fn,
                             void *ud, const char *id, int stanza) {
   if (!can_send(s)) return EPODE_ERR_STATE;
-  if (fn && s->ua_count >= s->cfg->limits[EPODE_LIMIT_UNACKED]) return EPODE_ERR_QUEUE_FULL;
+  /* Stanzas kept for XEP-0198 (and tracked ones) are bounded: a server
+   * that stops acknowledging shows up as a full queue. */
+  if ((fn || (stanza && epode__sm_counting(s))) &&
+      s->ua_count >= s->cfg->limits[EPODE_LIMIT_UNACKED])
+    return EPODE_ERR_QUEUE_FULL;
   if (s->state != EPODE_STATE_READY) return enqueue(s, data, len, fn, ud, id, stanza);
   epode_err e = epode__session_write(s, data, len);
   if (e) return e;
   epode__session_log_out(s, data, len);
-  if (stanza) e = epode__sm_sent(s, fn, ud, id);
+  if (stanza) e = epode__sm_sent(s, fn, ud, id, data, len);
   epode__session_notify_output(s);
   return e;
 }
@@ -329,9 +333,14 @@ static epode_err reply_unavailable(epode_session *s, const epode_stanza *iq) {
   if (!e) e = epode_stanza_set_attr(err, "type", "cancel");
   if (!e)
     e = epode_stanza_add_child_new(&cond, err, "service-unavailable", EPODE_NS_STANZA_ERRORS);
-  if (!e) e = epode__session_write_stanza(s, r);
-  if (!e) e = epode__sm_sent(s, NULL, NULL, NULL);
+  char *xml = NULL;
+  size_t len = 0;
+  if (!e) e = epode__session_serialize(s, r, &xml, &len);
   epode_stanza_free(r);
+  if (!e) e = epode__session_write(s, xml, len);
+  if (!e) epode__session_log_out(s, xml, len);
+  if (!e) e = epode__sm_sent(s, NULL, NULL, NULL, xml, len);
+  epode__free(s->mem, xml);
   return e;
 }
 

@@ -203,6 +203,115 @@ static epode_err write_close(epode_session *s) {
   return e;
 }
 
+/* ------------------------------------------------------------------ reconnection */
+
+/* Whether another connection could fix this failure. Not: wrong
+ * credentials, a certificate that does not verify, a policy refusal, a
+ * protocol violation, a resource conflict (reconnecting would fight the
+ * other client), running out of memory. */
+static int retryable(epode_err err, const char *condition) {
+  switch (err) {
+  case EPODE_ERR_EOF:
+  case EPODE_ERR_IO:
+  case EPODE_ERR_TIMEOUT:
+  case EPODE_ERR_CONNECT:
+  case EPODE_ERR_DNS:
+  case EPODE_ERR_CLOSED:
+  case EPODE_ERR_TLS: return 1;
+  case EPODE_ERR_STREAM: {
+    static const char *const again[] = {"system-shutdown",       "connection-timeout",
+                                        "reset",                 "internal-server-error",
+                                        "resource-constraint",   "remote-connection-failed",
+                                        "see-other-host"};
+    for (size_t i = 0; condition && i < sizeof again / sizeof *again; i++)
+      if (!strcmp(condition, again[i])) return 1;
+    return 0;
+  }
+  default: return 0;
+  }
+}
+
+static int will_retry(const epode_session *s, epode_err err, const char *condition) {
+  if (!s->cfg->rc_on || !retryable(err, condition)) return 0;
+  if (s->state == EPODE_STATE_CLOSING || s->state == EPODE_STATE_CLOSED) return 0;
+  /* The first connection counts as an attempt; a session that was ready
+   * starts counting again. */
+  unsigned max = s->cfg->rc_max_attempts;
+  return !max || s->rc_attempts < max;
+}
+
+static uint32_t backoff(epode_session *s) {
+  unsigned n = s->rc_attempts ? s->rc_attempts - 1 : 0;
+  uint64_t d = s->cfg->rc_initial_ms;
+  while (n-- && d < s->cfg->rc_max_ms) d *= 2;
+  if (d > s->cfg->rc_max_ms) d = s->cfg->rc_max_ms;
+  /* Jitter: somewhere between half and all of it, so clients that lost
+   * the same server do not come back in step. */
+  uint32_t r = 0;
+  if (s->cfg->random_fn(s->cfg->random_ud, (unsigned char *)&r, sizeof r) != 0) r = 0;
+  uint64_t half = d / 2;
+  return (uint32_t)(d - half + (half ? r % (half + 1) : 0));
+}
+
+/* What belongs to one connection's stream: forgotten when it ends early
+ * (redirect, lost connection). Handlers, pending iqs, the send queue and
+ * the XEP-0198 state stay. */
+static void drop_stream(epode_session *s) {
+  epode__sasl_clear(s);
+  epode__xml_parser_reset(s->parser); /* inside a parser callback: drops the rest */
+  s->neg = NEG_NONE;
+  s->authenticated = s->secure = s->session_needed = s->bind_offered = 0;
+  s->sm_offered = 0;
+  s->cb_unique_len = s->cb_exporter_len = s->cb_endpoint_len = 0;
+  s->neg_deadline = s->close_deadline = 0;
+  s->ka_deadline = 0;
+  char **strs[] = {&s->stream_id, &s->bind_id, &s->session_id};
+  for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) {
+    epode__free(s->mem, *strs[i]);
+    *strs[i] = NULL;
+  }
+  epode__buf_reset(&s->out);
+  s->out_off = s->msg_head = s->msg_tail = s->msg_done = 0;
+  epode__sm_suspend(s);
+}
+
+/* The connection is gone but reconnection is on: keep the session for the
+ * next one and say when that should start. */
+static void suspend(epode_session *s) {
+  drop_stream(s);
+  s->rc_attempts++;
+  uint32_t delay = backoff(s);
+  s->rc_due = s->now + delay;
+  epode__log(s->cfg, EPODE_LOG_INFO, "session",
+             "disconnected (%u failed attempt%s in a row); reconnecting in %u ms",
+             s->rc_attempts, s->rc_attempts == 1 ? "" : "s", (unsigned)delay);
+  epode__session_set_state(s, EPODE_STATE_DISCONNECTED);
+  if (s->ev_fn && s->state == EPODE_STATE_DISCONNECTED) {
+    epode_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.type = EPODE_EV_DISCONNECTED;
+    ev.state = s->state;
+    ev.failure = &s->failure;
+    ev.retry_ms = delay;
+    ev.attempt = s->rc_attempts;
+    s->ev_fn(&ev, s->ev_ud);
+  }
+}
+
+/* Ready (again): the failure that led here is history. */
+static void clear_failure(epode_session *s) {
+  char **strs[] = {&s->f_condition, &s->f_text, &s->f_mechanism, &s->f_detail};
+  for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) {
+    epode__free(s->mem, *strs[i]);
+    *strs[i] = NULL;
+  }
+  memset(&s->failure, 0, sizeof s->failure);
+  s->failure.detail = "no failure";
+  s->rc_attempts = 0;
+  s->rc_due = 0;
+  s->redirected = 0;
+}
+
 epode_err epode__session_fail(epode_session *s, epode_err err, const char *stream_cond,
                               const char *condition, const char *text, const char *fmt, ...) {
   if (s->state == EPODE_STATE_CLOSED) return err;
@@ -224,6 +333,11 @@ epode_err epode__session_fail(epode_session *s, epode_err err, const char *strea
   s->failure.text = s->f_text;
   s->failure.mechanism = s->f_mechanism;
   s->failure.detail = s->f_detail ? s->f_detail : epode_strerror(err);
+  if (will_retry(s, err, condition)) {
+    epode__log(s->cfg, EPODE_LOG_WARN, "session", "%s: %s", epode_strerror(err), detail);
+    suspend(s);
+    return err;
+  }
   epode__log(s->cfg, EPODE_LOG_ERROR, "session", "%s: %s", epode_strerror(err), detail);
 
   /* Tell the peer why, if the stream is still open in our direction. */
@@ -358,9 +472,34 @@ static const char *error_condition(const epode_stanza *err, const char *ns, cons
   return cond;
 }
 
+static epode_err redirect(epode_session *s, const char *uri);
+
+/* RFC 6120 §4.9.3.19: host, host:port or [IPv6]:port. */
+static int valid_other_host(const char *v) {
+  size_t n = v ? strlen(v) : 0;
+  if (!n || n > 300) return 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)v[i];
+    if (!(c >= 'a' && c <= 'z') && !(c >= 'A' && c <= 'Z') && !(c >= '0' && c <= '9') &&
+        !strchr(".-:[]_", c))
+      return 0;
+  }
+  return 1;
+}
+
 static epode_err handle_stream_error(epode_session *s, const epode_stanza *st) {
   const char *text;
   const char *cond = error_condition(st, EPODE_NS_STREAM_ERRORS, &text);
+  if (cond && !strcmp(cond, "see-other-host") && s->framing == EPODE_FRAMING_STREAM) {
+    const char *host =
+        epode_stanza_text(epode_stanza_find_child(st, "see-other-host", EPODE_NS_STREAM_ERRORS));
+    if (!s->redirected && valid_other_host(host)) return redirect(s, host);
+    return epode__session_fail(s, EPODE_ERR_STREAM, NULL, "see-other-host", host,
+                               "the server sends us to %s%s",
+                               host && *host ? host : "(no host given)",
+                               s->redirected ? " after an earlier redirect (followed once)"
+                                             : valid_other_host(host) ? "" : ", which is not a host");
+  }
   /* The server closes the stream after an error; we answer with our close. */
   return epode__session_fail(s, EPODE_ERR_STREAM, NULL, cond ? cond : "undefined-condition",
                              text, "the server ended the stream with <%s/>%s%s",
@@ -395,14 +534,33 @@ static epode_err become_ready(epode_session *s) {
   s->neg_deadline = 0;
   /* <enable/> first: the queued stanzas then count for XEP-0198. */
   epode_err e = epode__sm_enable(s);
+  /* Stanzas a broken connection left unacknowledged go first. */
+  if (!e) e = epode__sm_resend_fresh(s);
   if (!e) e = epode__queue_flush(s);
   if (e) return epode__session_fail(s, e, NULL, NULL, NULL, "could not flush the send queue");
   s->last_rx = s->now; /* the idle clock starts now */
   s->ka_deadline = 0;
+  clear_failure(s);
   epode__session_set_state(s, EPODE_STATE_READY);
   if (s->state == EPODE_STATE_READY) emit(s, EPODE_EV_READY);
   return EPODE_OK;
 }
+
+/* XEP-0198: the old stream is back. */
+static epode_err resumed(epode_session *s, epode_err e) {
+  if (!e) e = epode__queue_flush(s);
+  if (e) return epode__session_fail(s, e, NULL, NULL, NULL, "could not resend after resuming");
+  s->neg = NEG_DONE;
+  s->neg_deadline = 0;
+  s->last_rx = s->now;
+  s->ka_deadline = 0;
+  clear_failure(s);
+  epode__session_set_state(s, EPODE_STATE_READY);
+  if (s->state == EPODE_STATE_READY) emit(s, EPODE_EV_RESUMED);
+  return EPODE_OK;
+}
+
+static epode_err bind_fresh(epode_session *s);
 
 static epode_err handle_features(epode_session *s, const epode_stanza *f) {
   epode_stanza *starttls = epode_stanza_find_child(f, "starttls", EPODE_NS_TLS);
@@ -442,7 +600,20 @@ static epode_err handle_features(epode_session *s, const epode_stanza *f) {
   epode__sm_features(s, f);
   epode_stanza *sess = epode_stanza_find_child(f, "session", EPODE_NS_SESSION);
   s->session_needed = sess && !epode_stanza_find_child(sess, "optional", NULL);
-  if (!epode_stanza_find_child(f, "bind", EPODE_NS_BIND))
+  s->bind_offered = epode_stanza_find_child(f, "bind", EPODE_NS_BIND) != NULL;
+  if (epode__sm_can_resume(s)) {
+    epode_err e = epode__sm_resume(s);
+    if (e) return epode__session_fail(s, e, NULL, NULL, NULL, "cannot send <resume/>");
+    s->neg = NEG_WAIT_RESUME;
+    epode__session_set_state(s, EPODE_STATE_BINDING);
+    return EPODE_OK;
+  }
+  epode__sm_fresh(s);
+  return bind_fresh(s);
+}
+
+static epode_err bind_fresh(epode_session *s) {
+  if (!s->bind_offered)
     return epode__session_fail(s, EPODE_ERR_BIND, "unsupported-feature", NULL, NULL,
                                "the server offers no resource binding after authentication");
   epode_err e = send_bind(s);
@@ -526,19 +697,7 @@ static epode_err redirect(epode_session *s, const char *uri) {
   snprintf(target, sizeof target, "%s", uri);
   epode__log(s->cfg, EPODE_LOG_INFO, "session", "the server redirects to %s", target);
   s->redirected = 1;
-  epode__sasl_clear(s);
-  epode__xml_parser_reset(s->parser);
-  s->neg = NEG_NONE;
-  s->authenticated = s->secure = s->session_needed = 0;
-  s->cb_unique_len = s->cb_exporter_len = s->cb_endpoint_len = 0;
-  s->neg_deadline = 0;
-  char **strs[] = {&s->stream_id, &s->bind_id, &s->session_id};
-  for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) {
-    epode__free(s->mem, *strs[i]);
-    *strs[i] = NULL;
-  }
-  epode__buf_reset(&s->out);
-  s->out_off = s->msg_head = s->msg_tail = s->msg_done = 0;
+  drop_stream(s);
   epode__session_set_state(s, EPODE_STATE_IDLE);
   if (s->ev_fn) {
     epode_event ev;
@@ -628,6 +787,16 @@ static epode_err on_element(epode_session *s, const epode_stanza *st) {
       return EPODE_OK;
     }
     break;
+  case NEG_WAIT_RESUME: {
+    epode_err e;
+    switch (epode__sm_resume_answer(s, st, &e)) {
+    case 1: return e;
+    case 2: return resumed(s, e);
+    case 3: return bind_fresh(s);
+    default: break;
+    }
+    break;
+  }
   case NEG_WAIT_BIND:
     if (is_reply_to(st, s->bind_id)) return handle_bind_reply(s, st);
     break;
@@ -783,7 +952,9 @@ epode_framing epode_session_framing(const epode_session *s) { return s->framing;
 epode_err epode_session_recv_element(epode_session *s, const epode_stanza *el, uint64_t now_ms) {
   if (!s || !el || epode_stanza_is_text(el)) return EPODE_ERR_INVAL;
   if (s->framing != EPODE_FRAMING_BOSH) return EPODE_ERR_STATE;
-  if (s->state == EPODE_STATE_CLOSED || s->state == EPODE_STATE_IDLE) return EPODE_ERR_STATE;
+  if (s->state == EPODE_STATE_CLOSED || s->state == EPODE_STATE_IDLE ||
+      s->state == EPODE_STATE_DISCONNECTED)
+    return EPODE_ERR_STATE;
   s->now = now_ms;
   epode__ka_received(s);
   log_in(s, el);
@@ -814,9 +985,11 @@ static void take_tls(epode_session *s, const epode_tls_info *tls) {
 epode_err epode_session_start(epode_session *s, uint64_t now_ms, const epode_tls_info *tls) {
   if (!s) return EPODE_ERR_INVAL;
   if (s->state != EPODE_STATE_IDLE && s->state != EPODE_STATE_RESOLVING &&
-      s->state != EPODE_STATE_CONNECTING && s->state != EPODE_STATE_TLS_HANDSHAKE)
+      s->state != EPODE_STATE_CONNECTING && s->state != EPODE_STATE_TLS_HANDSHAKE &&
+      s->state != EPODE_STATE_DISCONNECTED)
     return EPODE_ERR_STATE;
   s->now = now_ms;
+  s->rc_due = 0;
   if (tls) take_tls(s, tls);
   uint32_t t = s->cfg->timeouts[EPODE_TIMEOUT_NEGOTIATION];
   s->neg_deadline = t ? now_ms + t : 0;
@@ -839,11 +1012,14 @@ static const char *stream_condition_for(epode_err e) {
 epode_err epode_session_recv(epode_session *s, const void *data, size_t len, uint64_t now_ms) {
   if (!s || (!data && len)) return EPODE_ERR_INVAL;
   if (s->state == EPODE_STATE_CLOSED) return EPODE_ERR_STATE;
-  if (s->state == EPODE_STATE_IDLE || s->neg == NEG_WAIT_TLS || s->framing == EPODE_FRAMING_BOSH)
+  if (s->state == EPODE_STATE_IDLE || s->state == EPODE_STATE_DISCONNECTED ||
+      s->neg == NEG_WAIT_TLS || s->framing == EPODE_FRAMING_BOSH)
     return EPODE_ERR_STATE;
   s->now = now_ms;
   if (len) epode__ka_received(s);
   epode_err e = epode__xml_parser_feed(s->parser, data, len);
+  if (s->state == EPODE_STATE_DISCONNECTED || s->state == EPODE_STATE_IDLE)
+    return EPODE_OK; /* the stream ended, the session waits for the next */
   if (e && s->state != EPODE_STATE_CLOSED) {
     /* The parser itself refused the input. */
     const char *msg = epode__xml_parser_errmsg(s->parser);
@@ -857,7 +1033,7 @@ epode_err epode_session_recv(epode_session *s, const void *data, size_t len, uin
 epode_err epode_session_eof(epode_session *s, uint64_t now_ms) {
   if (!s) return EPODE_ERR_INVAL;
   s->now = now_ms;
-  if (s->state == EPODE_STATE_CLOSED) return EPODE_OK;
+  if (s->state == EPODE_STATE_CLOSED || s->state == EPODE_STATE_DISCONNECTED) return EPODE_OK;
   if (s->state == EPODE_STATE_CLOSING) {
     /* We said goodbye; the peer hanging up is an acceptable answer. Over
      * BOSH that is the answer to our terminate: all was processed. */
@@ -910,6 +1086,10 @@ epode_err epode_session_tick(epode_session *s, uint64_t now_ms) {
     finish_closed(s);
     return EPODE_OK;
   }
+  if (s->state == EPODE_STATE_DISCONNECTED && s->rc_due && now_ms >= s->rc_due) {
+    s->rc_due = 0;
+    emit(s, EPODE_EV_RECONNECT);
+  }
   epode_err e = epode__timers_run(s);
   if (s->state == EPODE_STATE_READY) epode__sm_tick(s);
   if (s->state == EPODE_STATE_READY) epode__ka_tick(s);
@@ -923,9 +1103,10 @@ int64_t epode_session_next_deadline(const epode_session *s) {
   if (sm >= 0 && (best < 0 || sm < best)) best = sm;
   int64_t ka = epode__ka_deadline(s);
   if (ka >= 0 && (best < 0 || ka < best)) best = ka;
-  uint64_t ds[2] = {s->state != EPODE_STATE_READY ? s->neg_deadline : 0,
-                    s->state == EPODE_STATE_CLOSING ? s->close_deadline : 0};
-  for (int i = 0; i < 2; i++)
+  uint64_t ds[3] = {s->state != EPODE_STATE_READY ? s->neg_deadline : 0,
+                    s->state == EPODE_STATE_CLOSING ? s->close_deadline : 0,
+                    s->state == EPODE_STATE_DISCONNECTED ? s->rc_due : 0};
+  for (int i = 0; i < 3; i++)
     if (ds[i] && (best < 0 || (int64_t)ds[i] < best)) best = (int64_t)ds[i];
   return best;
 }
@@ -938,7 +1119,8 @@ epode_err epode_session_close(epode_session *s) {
   case EPODE_STATE_IDLE:
   case EPODE_STATE_RESOLVING:
   case EPODE_STATE_CONNECTING:
-  case EPODE_STATE_TLS_HANDSHAKE: finish_closed(s); return EPODE_OK;
+  case EPODE_STATE_TLS_HANDSHAKE:
+  case EPODE_STATE_DISCONNECTED: finish_closed(s); return EPODE_OK;
   default: break;
   }
   if (s->neg == NEG_WAIT_TLS) {

@@ -63,13 +63,18 @@ typedef struct epode__queued {
   char data[];
 } epode__queued;
 
-/* A tracked stanza waiting for the server's acknowledgement. */
+/* A stanza waiting for the server's acknowledgement: every stanza counted
+ * for XEP-0198 (with its bytes, to send again after a broken connection),
+ * and tracked stanzas on a stream without it (no bytes: their report comes
+ * when the session ends). */
 typedef struct epode__unacked {
   struct epode__unacked *next;
   uint32_t seq; /* its number in our outbound count */
   epode_delivery_fn fn;
   void *ud;
   char *id;
+  size_t len; /* bytes kept in data[] (0: none) */
+  char data[];
 } epode__unacked;
 
 /* Where negotiation stands (finer than the public state). */
@@ -79,6 +84,7 @@ typedef enum {
   NEG_WAIT_PROCEED,
   NEG_WAIT_TLS,
   NEG_SASL,
+  NEG_WAIT_RESUME, /* XEP-0198 <resume/> sent */
   NEG_WAIT_BIND,
   NEG_WAIT_SESSION,
   NEG_DONE
@@ -165,6 +171,14 @@ struct epode_session {
   uint64_t sm_r_due;   /* when to ask for an ack (0: not pending) */
   epode__unacked *ua_head, *ua_tail;
   size_t ua_count;
+  int sm_resume_ok;    /* the server allows resuming this stream */
+  uint32_t sm_max;     /* how long it keeps it (seconds; 0: unsaid) */
+  uint64_t lost_at;    /* when the connection broke (0: unknown) */
+  int bind_offered;    /* the post-auth features offered bind */
+
+  /* Reconnection (cfg->rc_on). */
+  unsigned rc_attempts; /* consecutive failed attempts */
+  uint64_t rc_due;      /* when to emit EPODE_EV_RECONNECT (0: not pending) */
 
   /* Keepalive: when data last arrived, and the deadline for an answer to
    * our probe (0: no probe out). */
@@ -217,8 +231,25 @@ void epode__sasl_clear(epode_session *s);
 void epode__sm_features(epode_session *s, const epode_stanza *features);
 /* Right before READY: <enable/> if offered and wanted. */
 epode_err epode__sm_enable(epode_session *s);
-/* A stanza of ours went out (fn may be NULL). */
-epode_err epode__sm_sent(epode_session *s, epode_delivery_fn fn, void *ud, const char *id);
+/* Whether our stanzas count (and are kept) for XEP-0198 now. */
+int epode__sm_counting(const epode_session *s);
+/* A stanza of ours went out (fn may be NULL): its bytes are kept while
+ * XEP-0198 counts. */
+epode_err epode__sm_sent(epode_session *s, epode_delivery_fn fn, void *ud, const char *id,
+                         const char *data, size_t len);
+/* Resumption. suspend: the connection broke (keep what can be resent);
+ * can_resume: ask with <resume/> now (after authentication); resume:
+ * write it; resume_answer: 0 not an answer, 2 <resumed/> (kept stanzas
+ * were written again), 3 <failed/> (bind a fresh session), 1 the session
+ * failed (*err); resend_fresh: on the fresh session, right after
+ * <enable/>. */
+void epode__sm_suspend(epode_session *s);
+int epode__sm_can_resume(const epode_session *s);
+epode_err epode__sm_resume(epode_session *s);
+int epode__sm_resume_answer(epode_session *s, const epode_stanza *st, epode_err *err);
+epode_err epode__sm_resend_fresh(epode_session *s);
+/* Not resuming: forget the old stream's id (kept stanzas stay). */
+void epode__sm_fresh(epode_session *s);
 /* A stanza of the server's was handled. */
 void epode__sm_received(epode_session *s);
 /* An element in urn:xmpp:sm:3 while ready; 1 if it was one. */

@@ -21,6 +21,17 @@
  *   track XML     the same with epode_session_send_tracked; reports are
  *                 checked with: expect delivered ACKED:id FAILED:id …
  *   config sm-ack N MS | config no-sm    (XEP-0198 ack policy / off)
+ *   config reconnect INITIAL MAX ATTEMPTS (epode_config_set_reconnect)
+ *   abort ERRNAME                        epode_session_abort (transport failed)
+ *   save                                 epode_session_save into the run
+ *   respawn                              a new session from the same config
+ *                                        (a new process) restoring the saved
+ *                                        state; reports of restored stanzas
+ *                                        go to `expect delivered` as well
+ *   expect retry MS ATTEMPT              the last DISCONNECTED event's delay
+ *   expect restore-error ERRNAME BYTES   restoring BYTES (after the saved
+ *                                        state if BYTES starts with "+")
+ *                                        into a fresh session fails so
  *   close | eof | tick MS
  *   expect state NAME | expect event NAME | expect jid JID | expect no-output
  *   expect fail ERRNAME [CONDITION]      EPODE_ERR_ name without prefix
@@ -53,6 +64,10 @@ typedef struct {
   unsigned rng;
   epode_framing framing;
   char deliveries[1024];
+  uint32_t retry_ms;
+  unsigned attempt;
+  char *saved;
+  size_t saved_len;
 } run_ctx;
 
 static void on_delivery(epode_session *s, epode_delivery status, const char *id, void *ud) {
@@ -70,7 +85,12 @@ static int det_random(void *ud, unsigned char *buf, size_t len) {
 
 static void on_event(const epode_event *ev, void *ud) {
   run_ctx *r = ud;
-  static const char *names[] = {"STATE", "STARTTLS", "READY", "ERROR", "CLOSED", "REDIRECT"};
+  static const char *names[] = {"STATE",    "STARTTLS",     "READY",     "ERROR",  "CLOSED",
+                                "REDIRECT", "DISCONNECTED", "RECONNECT", "RESUMED"};
+  if (ev->type == EPODE_EV_DISCONNECTED) {
+    r->retry_ms = ev->retry_ms;
+    r->attempt = ev->attempt;
+  }
   size_t used = strlen(r->events);
   snprintf(r->events + used, sizeof r->events - used, "%s ", names[ev->type]);
 }
@@ -197,6 +217,10 @@ static void run_transcript(void **state) {
         unsigned every, ms;
         assert_int_equal(sscanf(arg + 7, "%u %u", &every, &ms), 2);
         assert_int_equal(epode_config_set_sm_ack_policy(cfg, every, ms), EPODE_OK);
+      } else if (!strncmp(arg, "reconnect ", 10)) {
+        unsigned initial, max, attempts;
+        assert_int_equal(sscanf(arg + 10, "%u %u %u", &initial, &max, &attempts), 3);
+        assert_int_equal(epode_config_set_reconnect(cfg, 1, initial, max, attempts), EPODE_OK);
       } else if (!strcmp(arg, "no-sm"))
         assert_int_equal(epode_config_set_stream_management(cfg, 0), EPODE_OK);
       else if (!strcmp(arg, "framing websocket"))
@@ -276,6 +300,26 @@ static void run_transcript(void **state) {
       epode_stanza_free(st);
     } else if (!strcmp(line, "close")) {
       assert_int_equal(epode_session_close(r.s), EPODE_OK);
+    } else if (!strncmp(line, "abort ", 6)) {
+      assert_int_equal(epode_session_abort(r.s, err_by_name(line + 6), "transport failed", r.now),
+                       EPODE_OK);
+    } else if (!strcmp(line, "save")) {
+      free(r.saved);
+      char *p;
+      assert_int_equal(epode_session_save(r.s, &p, &r.saved_len), EPODE_OK);
+      r.saved = malloc(r.saved_len);
+      memcpy(r.saved, p, r.saved_len);
+      epode_free(epode_session_mem(r.s), p);
+    } else if (!strcmp(line, "respawn")) {
+      assert_non_null(r.saved);
+      epode_session_free(r.s); /* the old process is gone: its reports with it */
+      r.deliveries[0] = '\0';
+      assert_int_equal(epode_session_new(&r.s, cfg), EPODE_OK);
+      epode_session_set_event_cb(r.s, on_event, &r);
+      if (r.framing) assert_int_equal(epode_session_set_framing(r.s, r.framing), EPODE_OK);
+      assert_int_equal(epode_session_restore(r.s, r.saved, r.saved_len, on_delivery, &r),
+                       EPODE_OK);
+      r.events[0] = '\0';
     } else if (!strcmp(line, "eof")) {
       epode_session_eof(r.s, r.now);
     } else if (!strncmp(line, "tick ", 5)) {
@@ -321,6 +365,38 @@ static void run_transcript(void **state) {
         if (strcmp(r.deliveries, want) != 0)
           fail_msg("%s:%d: deliveries are \"%s\", expected \"%s\"", t->path, lineno,
                    r.deliveries, want);
+      } else if (!strncmp(arg, "retry ", 6)) {
+        unsigned ms, attempt;
+        assert_int_equal(sscanf(arg + 6, "%u %u", &ms, &attempt), 2);
+        if (r.retry_ms != ms || r.attempt != attempt)
+          fail_msg("%s:%d: retry in %u ms (attempt %u), expected %u ms (attempt %u)", t->path,
+                   lineno, (unsigned)r.retry_ms, r.attempt, ms, attempt);
+      } else if (!strncmp(arg, "restore-error ", 14)) {
+        char ename[64];
+        int off = 0;
+        assert_true(sscanf(arg + 14, "%63s %n", ename, &off) >= 1);
+        size_t blen;
+        char *bytes = unescape(arg + 14 + off, &blen);
+        char *buf = bytes;
+        size_t len = blen;
+        if (bytes[0] == '+') {
+          assert_non_null(r.saved);
+          len = r.saved_len + blen - 1;
+          buf = malloc(len);
+          memcpy(buf, r.saved, r.saved_len);
+          memcpy(buf + r.saved_len, bytes + 1, blen - 1);
+        }
+        epode_session *fresh;
+        assert_int_equal(epode_session_new(&fresh, cfg), EPODE_OK);
+        if (r.framing) assert_int_equal(epode_session_set_framing(fresh, r.framing), EPODE_OK);
+        epode_err got = epode_session_restore(fresh, buf, len, on_delivery, &r);
+        if (got != err_by_name(ename))
+          fail_msg("%s:%d: restore gave %s, expected %s", t->path, lineno, epode_err_name(got),
+                   ename);
+        assert_int_equal(epode_session_state(fresh), EPODE_STATE_IDLE);
+        epode_session_free(fresh);
+        if (buf != bytes) free(buf);
+        free(bytes);
       } else if (!strncmp(arg, "send-error ", 11)) {
         assert_int_equal(r.last_send, err_by_name(arg + 11));
       } else {
@@ -339,6 +415,7 @@ static void run_transcript(void **state) {
   }
   epode_session_free(r.s);
   epode_config_free(cfg);
+  free(r.saved);
 }
 
 static int cmp_names(const void *a, const void *b) {
