@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -26,6 +27,7 @@
 #include "net/net.h"
 #include "net/url.h"
 #include "net/ws.h"
+#include "session/session_host.h"
 #include "util/alloc.h"
 #include "util/buf.h"
 
@@ -52,6 +54,7 @@ enum phase {
   PH_STREAM,
   PH_BOSH, /* the BOSH transport carries the session */
   PH_DRAINING,
+  PH_WAIT, /* reconnection on: the session is DISCONNECTED until its next attempt */
   PH_DONE
 };
 
@@ -126,6 +129,16 @@ struct epode_conn {
   char *tls_name;   /* the name TLS verifies: the URL's host */
   char *redirect_to; /* see-other-uri to follow */
   int redirects, redirect_bad;
+  /* Reconnection. */
+  int disconnected;   /* the session went DISCONNECTED: tear down after its call */
+  int reconnect_now;  /* the session said to start the next attempt */
+  int ready_here;     /* this connection reached READY (or resumed) */
+  epode__addr cur;    /* the address this connection uses */
+  int cur_set;
+  epode__addr avoid;  /* failed before READY: try the others first next time */
+  int avoid_set;
+  char *other_host;   /* see-other-host target for the next attempt */
+  uint16_t other_port;
 
 };
 
@@ -187,7 +200,13 @@ static void on_session_event(const epode_event *ev, void *ud) {
   switch (ev->type) {
   case EPODE_EV_STATE: emit_state(c, ev->state); break;
   case EPODE_EV_STARTTLS: c->want_starttls = 1; break;
-  case EPODE_EV_READY: emit(c, EPODE_EV_READY, ev->state, ev->failure); break;
+  case EPODE_EV_READY:
+  case EPODE_EV_RESUMED:
+    c->ready_here = 1;
+    c->avoid_set = 0;
+    c->redirects = 0;
+    emit(c, ev->type, ev->state, ev->failure);
+    break;
   case EPODE_EV_ERROR:
     /* When the transport failed, we already reported why. */
     if (!c->fail_set) emit(c, EPODE_EV_ERROR, ev->state, ev->failure);
@@ -200,8 +219,15 @@ static void on_session_event(const epode_event *ev, void *ud) {
     emit(c, EPODE_EV_REDIRECT, ev->state, ev->failure);
     break;
   case EPODE_EV_DISCONNECTED:
-  case EPODE_EV_RESUMED: emit(c, ev->type, ev->state, ev->failure); break;
-  case EPODE_EV_RECONNECT: break;
+    /* The transport is torn down once the session call returns. */
+    c->disconnected = 1;
+    if (c->ev_fn && !c->free_requested) {
+      c->depth++;
+      c->ev_fn(ev, c->ev_ud);
+      c->depth--;
+    }
+    break;
+  case EPODE_EV_RECONNECT: c->reconnect_now = 1; break;
   }
 }
 
@@ -331,6 +357,7 @@ static void update_io(epode_conn *c) {
     CONSIDER(c->close_deadline ? (int64_t)c->close_deadline : -1);
     break;
   case PH_DRAINING: CONSIDER((int64_t)c->drain_deadline); break;
+  case PH_WAIT: CONSIDER(epode_session_next_deadline(c->s)); break;
   default: break;
   }
 #undef CONSIDER
@@ -389,17 +416,76 @@ static void finish(epode_conn *c) {
   emit(c, EPODE_EV_CLOSED, EPODE_STATE_CLOSED, NULL);
 }
 
+/* The session went DISCONNECTED: drop this connection's transport and wait
+ * for the session's word to try again. */
+static void go_wait(epode_conn *c) {
+  c->disconnected = 0;
+  if (c->cur_set && !c->ready_here) {
+    /* It failed before the session was ready there: next time, try the
+     * other addresses (the next SRV target) first. */
+    c->avoid = c->cur;
+    c->avoid_set = 1;
+  }
+  c->cur_set = c->ready_here = 0;
+  shutdown_transport(c);
+  epode__ws_free(c->ws);
+  c->ws = NULL;
+  epode__buf_reset(&c->wsout);
+  epode__free(c->mem, c->tls_name);
+  c->tls_name = NULL;
+  c->phase = PH_WAIT;
+  c->session_started = c->write_failed = c->want_starttls = 0;
+  c->write_errno = 0;
+  c->bytes_in = 0;
+  c->first_byte = 0;
+  c->notify_sent = 0;
+  c->peer[0] = '\0';
+  c->flush_pending = 0;
+}
+
+static epode_err begin_connect(epode_conn *c);
+static void fail(epode_conn *c, epode_err err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* The reconnect delay is over: resolve and connect again. */
+static void start_attempt(epode_conn *c) {
+  c->reconnect_now = 0;
+  if (c->phase != PH_WAIT) return;
+  c->phase = PH_IDLE;
+  epode__log(c->cfg, EPODE_LOG_INFO, "net", "reconnecting");
+  epode_err e = begin_connect(c);
+  if (e) {
+    fail(c, e, "%s", detail_str(c)[0] ? detail_str(c) : epode_strerror(e));
+    return;
+  }
+  c->kick = 1;
+  if (c->phase == PH_RESOLVING || c->phase == PH_DISCOVERING) emit_state(c, EPODE_STATE_RESOLVING);
+}
+
 /* Ends the connection because of the transport: reports `err` with a
- * detail, lets the session wind down, closes. */
+ * detail, lets the session wind down, closes — unless reconnection is on
+ * and another attempt could help: then the session waits (PH_WAIT). */
 static void fail(epode_conn *c, epode_err err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void fail(epode_conn *c, epode_err err, const char *fmt, ...) {
-  if (c->phase == PH_DONE || c->fail_set) return;
+  if (c->phase == PH_DONE || c->phase == PH_WAIT || c->fail_set) return;
   va_list ap;
   va_start(ap, fmt);
   char *d = detail(c);
   vsnprintf(d, detail_size(c), fmt, ap);
   va_end(ap);
+  if (!c->close_requested && epode__session_will_retry(c->s, err)) {
+    /* Not the end: the session keeps everything and says when to retry. */
+    epode__log(c->cfg, EPODE_LOG_WARN, "net", "%s: %s", epode_strerror(err), d);
+    shutdown_transport(c);
+    c->depth++;
+    (void)epode_session_abort(c->s, err, d, epode_now_ms());
+    c->depth--;
+    if (c->disconnected) {
+      go_wait(c);
+      return;
+    }
+  }
   c->fail_set = 1;
   c->fail.err = err;
   c->fail.condition = c->fail.text = c->fail.mechanism = NULL;
@@ -573,6 +659,7 @@ static void process_close(epode_conn *c) {
   case PH_RESOLVING:
   case PH_CONNECTING:
   case PH_TLS:
+  case PH_WAIT:
     /* Nothing to say in XML yet: just stop. */
     c->fail_set = 1;
     c->fail.err = EPODE_OK;
@@ -580,7 +667,9 @@ static void process_close(epode_conn *c) {
     snprintf(d, detail_size(c), "closed by the application before the stream was established");
     c->fail.detail = d;
     shutdown_transport(c);
-    if (c->session_started && !c->session_closed) {
+    if (!c->session_closed &&
+        (c->session_started || epode_session_state(c->s) == EPODE_STATE_DISCONNECTED)) {
+      /* Between reconnection attempts too: what waits is reported failed. */
       c->depth++;
       (void)epode_session_close(c->s);
       c->depth--;
@@ -593,6 +682,10 @@ static void process_close(epode_conn *c) {
 
 /* End of every public entry point. */
 static void end_call(epode_conn *c) {
+  /* The session went DISCONNECTED inside a transport's own call (BOSH), or
+   * said to try again. */
+  if (c->disconnected && c->phase != PH_DONE) go_wait(c);
+  if (c->reconnect_now && c->phase == PH_WAIT && !c->close_requested) start_attempt(c);
   if (c->close_requested && !c->close_started && c->phase != PH_DONE) process_close(c);
   check_write_failed(c);
   update_io(c);
@@ -692,7 +785,11 @@ static void start_tls(epode_conn *c, int starttls);
 static void follow_redirect(epode_conn *c);
 
 static void after_session(epode_conn *c) {
-  if (c->phase == PH_DONE || c->phase == PH_DRAINING) return;
+  if (c->disconnected && c->phase != PH_DONE) {
+    go_wait(c);
+    return;
+  }
+  if (c->phase == PH_DONE || c->phase == PH_DRAINING || c->phase == PH_WAIT) return;
   if ((c->redirect_to || c->redirect_bad) && c->phase == PH_STREAM) {
     follow_redirect(c);
     return;
@@ -708,7 +805,7 @@ static void after_session(epode_conn *c) {
     return;
   }
   flush(c);
-  if (c->phase == PH_DONE) return;
+  if (c->phase == PH_DONE || c->phase == PH_WAIT) return;
   if (c->want_starttls && c->phase == PH_STREAM && !c->session_closed) {
     c->want_starttls = 0;
     if (c->tls) {
@@ -889,6 +986,10 @@ static void bosh_done(void *ud) {
     (void)epode_session_eof(c->s, epode_now_ms());
     c->depth--;
   }
+  if (c->disconnected) {
+    go_wait(c);
+    return;
+  }
   finish(c);
 }
 
@@ -934,8 +1035,39 @@ static void disc_done(void *ud, epode_err err, const char *url, const char *deta
 
 static epode_err begin_connect(epode_conn *c);
 
-/* RFC 7395 see-other-uri: drop this connection and start over at the new
- * URL, once. The session kept its handlers and queued stanzas. */
+/* "host", "host:port", "[v6]" or "[v6]:port" (RFC 6120 see-other-host). */
+static int parse_other_host(const char *v, char *host, size_t size, uint16_t *port) {
+  const char *h = v, *colon;
+  size_t n;
+  *port = 0;
+  if (*v == '[') {
+    const char *close = strchr(v, ']');
+    if (!close) return -1;
+    h = v + 1;
+    n = (size_t)(close - h);
+    colon = close[1] == ':' ? close + 1 : NULL;
+    if (close[1] && !colon) return -1;
+  } else {
+    colon = strchr(v, ':');
+    if (colon && strchr(colon + 1, ':')) return -1; /* bare IPv6 needs brackets */
+    n = colon ? (size_t)(colon - v) : strlen(v);
+  }
+  if (!n || n >= size) return -1;
+  memcpy(host, h, n);
+  host[n] = '\0';
+  if (colon) {
+    char *end;
+    unsigned long p = strtoul(colon + 1, &end, 10);
+    if (*end || !colon[1] || p == 0 || p > 65535) return -1;
+    *port = (uint16_t)p;
+  }
+  return 0;
+}
+
+/* The server sent us elsewhere (RFC 7395 see-other-uri over WebSocket,
+ * RFC 6120 see-other-host over TCP): drop this connection and start over
+ * there, once. The session kept its handlers and queued stanzas; the new
+ * host is verified against the JID's domain like the old one. */
 static void follow_redirect(epode_conn *c) {
   char *url = c->redirect_to;
   c->redirect_to = NULL;
@@ -944,37 +1076,40 @@ static void follow_redirect(epode_conn *c) {
     return;
   }
   c->redirects++;
-  epode__url u;
-  const char *why = NULL;
-  if (epode__url_parse(url, &u, &why) != EPODE_OK ||
-      (strcmp(u.scheme, "ws") != 0 && strcmp(u.scheme, "wss") != 0)) {
-    fail(c, EPODE_ERR_PROTOCOL, "the server redirects to %s, which is not a WebSocket URL%s%s",
-         url, why ? ": " : "", why ? why : "");
-    epode__free(c->mem, url);
-    return;
+  epode_err e = EPODE_OK;
+  if (!c->ws) {
+    char host[EPODE__MAX_HOST];
+    uint16_t port;
+    if (parse_other_host(url, host, sizeof host, &port)) {
+      fail(c, EPODE_ERR_PROTOCOL, "the server sends us to '%s', which is not host[:port]", url);
+      epode__free(c->mem, url);
+      return;
+    }
+    epode__free(c->mem, c->other_host);
+    c->other_host = epode__strdup(c->mem, host);
+    c->other_port = port;
+    if (!c->other_host) e = EPODE_ERR_NOMEM;
+  } else {
+    epode__url u;
+    const char *why = NULL;
+    if (epode__url_parse(url, &u, &why) != EPODE_OK ||
+        (strcmp(u.scheme, "ws") != 0 && strcmp(u.scheme, "wss") != 0)) {
+      fail(c, EPODE_ERR_PROTOCOL, "the server redirects to %s, which is not a WebSocket URL%s%s",
+           url, why ? ": " : "", why ? why : "");
+      epode__free(c->mem, url);
+      return;
+    }
+    e = epode_config_set_url(c->cfg, url);
   }
   epode__log(c->cfg, EPODE_LOG_INFO, "net", "following the redirect to %s", url);
-  shutdown_transport(c);
-  epode__ws_free(c->ws);
-  c->ws = NULL;
-  epode__buf_reset(&c->wsout);
-  epode__free(c->mem, c->tls_name);
-  c->tls_name = NULL;
-  epode_err e = epode_config_set_url(c->cfg, url);
   epode__free(c->mem, url);
-  c->phase = PH_IDLE;
-  c->session_started = c->write_failed = c->want_starttls = 0;
-  c->bytes_in = 0;
-  c->first_byte = 0;
-  c->notify_sent = 0;
-  c->peer[0] = '\0';
-  if (!e) e = begin_connect(c);
   if (e) {
-    fail(c, e, "%s", detail_str(c)[0] ? detail_str(c) : "cannot follow the redirect");
+    fail(c, e, "cannot follow the redirect");
     return;
   }
-  c->kick = 1;
-  emit_state(c, EPODE_STATE_RESOLVING);
+  go_wait(c);
+  c->avoid_set = 0;
+  start_attempt(c);
 }
 
 /* ------------------------------------------------------------------ state machine */
@@ -1014,6 +1149,7 @@ static void advance(epode_conn *c) {
         return;
       }
       e = epode__connector_new(&c->k, c->cfg, addrs, n, c->cfg->timeouts[EPODE_TIMEOUT_CONNECT]);
+      if (!e && c->avoid_set) epode__connector_avoid_first(c->k, &c->avoid);
       if (e) {
         fail(c, e, "cannot set up the connection attempts");
         return;
@@ -1041,6 +1177,8 @@ static void advance(epode_conn *c) {
       epode__addr_str(a, as, sizeof as);
       snprintf(c->peer, sizeof c->peer, "%s (%s)", a->host, as);
       c->direct_tls = a->direct_tls;
+      c->cur = *a;
+      c->cur_set = 1;
       c->fd = fd;
       epode__connector_free(c->k); /* fd is ours now */
       c->k = NULL;
@@ -1112,6 +1250,7 @@ static void destroy(epode_conn *c) {
   epode__ws_free(c->ws);
   epode__free(c->mem, c->tls_name);
   epode__free(c->mem, c->redirect_to);
+  epode__free(c->mem, c->other_host);
   epode__free(c->mem, c->fail_detail);
   epode__free(c->mem, c->w);
   epode__free(c->mem, c->dns_servers);
@@ -1253,8 +1392,13 @@ static epode_err begin_connect(epode_conn *c) {
     c->dns = NULL;
     return e;
   }
-  e = epode__dns_start(c->dns, epode_jid_domain(c->jid), c->cfg->tls_mode, c->cfg->server_host,
-                       c->cfg->server_port, epode_now_ms());
+  /* A see-other-host target serves this attempt only. */
+  const char *host = c->other_host ? c->other_host : c->cfg->server_host;
+  uint16_t port = c->other_host ? c->other_port : c->cfg->server_port;
+  e = epode__dns_start(c->dns, epode_jid_domain(c->jid), c->cfg->tls_mode, host, port,
+                       epode_now_ms());
+  epode__free(c->mem, c->other_host);
+  c->other_host = NULL;
   if (e) {
     epode__dns_free(c->dns);
     c->dns = NULL;
@@ -1391,6 +1535,15 @@ epode_err epode_conn_process_timeout(epode_conn *c) {
     }
     break;
   }
+  case PH_WAIT: {
+    int64_t d = epode_session_next_deadline(c->s);
+    if (d >= 0 && (int64_t)now >= d) {
+      c->depth++;
+      (void)epode_session_tick(c->s, now);
+      c->depth--;
+    }
+    break;
+  }
   case PH_DRAINING:
     if (now >= c->drain_deadline) {
       epode__log(c->cfg, EPODE_LOG_INFO, "net", "giving up delivering the last %zu bytes to %s",
@@ -1444,6 +1597,7 @@ epode_state epode_conn_state(const epode_conn *c) {
   case PH_TLS: return EPODE_STATE_TLS_HANDSHAKE;
   case PH_STREAM: return epode_session_state(c->s);
   case PH_DRAINING: return EPODE_STATE_CLOSING;
+  case PH_WAIT: return EPODE_STATE_DISCONNECTED;
   case PH_DONE: return EPODE_STATE_CLOSED;
   }
   return EPODE_STATE_CLOSED;

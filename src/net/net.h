@@ -76,6 +76,10 @@ epode_err epode__connector_new(epode__connector **out, const epode_config *cfg,
 void epode__connector_free(epode__connector *k);
 /* Starts the first attempt (several may fail at once). */
 void epode__connector_start(epode__connector *k, uint64_t now_ms);
+/* Reorders the addresses so that the ones after `a` (the next SRV target
+ * or address) come first and `a` last; no change if `a` is not among them.
+ * Before epode__connector_start(). */
+void epode__connector_avoid_first(epode__connector *k, const epode__addr *a);
 /* The socket being connected (watch it for EPODE_IO_WRITE), or -1. */
 int epode__connector_fd(const epode__connector *k);
 /* The socket became writable (or errored). */

@@ -62,6 +62,24 @@ long epode__sock_recv(int fd, void *p, size_t n) {
   }
 }
 
+static int same_addr(const epode__addr *x, const epode__addr *y) {
+  return x->salen == y->salen && !memcmp(&x->sa, &y->sa, x->salen) &&
+         x->direct_tls == y->direct_tls;
+}
+
+void epode__connector_avoid_first(epode__connector *k, const epode__addr *a) {
+  size_t i;
+  for (i = 0; i < k->n && !same_addr(&k->addrs[i], a); i++)
+    ;
+  if (i == k->n || k->n < 2) return;
+  /* Rotate left by i + 1, one element at a time (n is small). */
+  for (size_t r = 0; r <= i; r++) {
+    epode__addr first = k->addrs[0];
+    memmove(k->addrs, k->addrs + 1, (k->n - 1) * sizeof *k->addrs);
+    k->addrs[k->n - 1] = first;
+  }
+}
+
 epode_err epode__connector_new(epode__connector **out, const epode_config *cfg,
                                const epode__addr *addrs, size_t n, uint32_t timeout_ms) {
   if (!out || !cfg || (!addrs && n)) return EPODE_ERR_INVAL;

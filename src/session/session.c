@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "epode_limits.h"
+#include "session/session_host.h"
 #include "session/session_int.h"
 #include "util/alloc.h"
 
@@ -205,6 +206,8 @@ static epode_err write_close(epode_session *s) {
 
 /* ------------------------------------------------------------------ reconnection */
 
+static int will_retry(const epode_session *s, epode_err err, const char *condition);
+
 /* Whether another connection could fix this failure. Not: wrong
  * credentials, a certificate that does not verify, a policy refusal, a
  * protocol violation, a resource conflict (reconnecting would fight the
@@ -229,6 +232,10 @@ static int retryable(epode_err err, const char *condition) {
   }
   default: return 0;
   }
+}
+
+int epode__session_will_retry(const epode_session *s, epode_err err) {
+  return will_retry(s, err, NULL);
 }
 
 static int will_retry(const epode_session *s, epode_err err, const char *condition) {
@@ -929,8 +936,8 @@ epode_err epode_session_set_framing(epode_session *s, epode_framing framing) {
   if (!s || (framing != EPODE_FRAMING_STREAM && framing != EPODE_FRAMING_WEBSOCKET &&
              framing != EPODE_FRAMING_BOSH))
     return EPODE_ERR_INVAL;
-  if (s->state != EPODE_STATE_IDLE) return EPODE_ERR_STATE;
   if (framing == s->framing) return EPODE_OK;
+  if (s->state != EPODE_STATE_IDLE) return EPODE_ERR_STATE;
   /* WebSocket messages are separate documents; BOSH hands us elements. */
   epode__xml_limits lim = {(size_t)s->cfg->limits[EPODE_LIMIT_STANZA_BYTES],
                            (unsigned)s->cfg->limits[EPODE_LIMIT_DEPTH],

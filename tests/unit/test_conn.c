@@ -158,6 +158,11 @@ typedef struct host {
   int close_on_ready;
   int free_on_ready;
   int send_outside; /* after READY, send from the loop (not a callback) */
+  int disconnects;  /* EPODE_EV_DISCONNECTED */
+  unsigned last_attempt;
+  uint32_t last_retry_ms;
+  epode_err disconnect_err;
+  int close_on_disconnect;
   epode_conn *conn;
 } host;
 
@@ -212,6 +217,16 @@ static void h_event(const epode_event *ev, void *ud) {
     h->closed++;
     h->closed_err = ev->failure->err;
     break;
+  case EPODE_EV_DISCONNECTED:
+    h->disconnects++;
+    h->last_attempt = ev->attempt;
+    h->last_retry_ms = ev->retry_ms;
+    h->disconnect_err = ev->failure->err;
+    assert_int_equal(ev->state, EPODE_STATE_DISCONNECTED);
+    assert_non_null(ev->failure->detail);
+    if (h->close_on_disconnect) assert_int_equal(epode_conn_close(h->conn), EPODE_OK);
+    break;
+  case EPODE_EV_REDIRECT: break;
   default: fail_msg("unexpected event %d", ev->type);
   }
 }
@@ -258,6 +273,8 @@ typedef struct fsrv {
   int direct;       /* direct TLS */
   const tcert *crt; /* presented certificate */
   int hangup;       /* close right after accepting */
+  int hangups;      /* close the first this many connections, then serve */
+  uint16_t send_to; /* answer the stream header with see-other-host 127.0.0.1:send_to */
   int expect_msg;   /* a <message/> comes before the close */
   int want_cert;    /* require a client certificate from `ca`; offer EXTERNAL only */
   int tls12_only;   /* the server speaks TLS 1.2 at most */
@@ -347,6 +364,11 @@ static void *fsrv_main(void *arg) {
   }
   s->result = 1;
   f.fd = accept(s->lfd, NULL, NULL);
+  while (f.fd >= 0 && s->hangups > 0) {
+    s->hangups--;
+    close(f.fd);
+    f.fd = accept(s->lfd, NULL, NULL);
+  }
   if (f.fd < 0) goto out;
   if (s->hangup) {
     s->result = 0;
@@ -356,6 +378,16 @@ static void *fsrv_main(void *arg) {
   if (s->direct && f_tls(s, &f, ctx)) goto out;
   s->result = 3;
   if (f_expect(&f, "streams'>")) goto out;
+  if (s->send_to) {
+    char er[512];
+    snprintf(er, sizeof er,
+             HDR "<stream:error><see-other-host xmlns='urn:ietf:params:xml:ns:xmpp-streams'>"
+                 "127.0.0.1:%u</see-other-host></stream:error></stream:stream>",
+             (unsigned)s->send_to);
+    if (f_send(&f, er)) goto out;
+    s->result = 0;
+    goto out;
+  }
   if (!s->direct) {
     if (f_send(&f, HDR "<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'>"
                        "<required/></starttls></stream:features>"))
@@ -422,8 +454,17 @@ out:
 }
 
 enum { F_HANGUP = 1, F_EXPECT_MSG = 2, F_WANT_CERT = 4, F_TLS12 = 8 };
+/* Starts the server thread with hangups/send_to set first (no race). */
+static void fsrv_start_x(fsrv *s, int direct, const tcert *crt, int flags, int hangups,
+                         uint16_t send_to);
 static void fsrv_start(fsrv *s, int direct, const tcert *crt, int flags) {
+  fsrv_start_x(s, direct, crt, flags, 0, 0);
+}
+static void fsrv_start_x(fsrv *s, int direct, const tcert *crt, int flags, int hangups,
+                         uint16_t send_to) {
   memset(s, 0, sizeof *s);
+  s->hangups = hangups;
+  s->send_to = send_to;
   s->hangup = (flags & F_HANGUP) != 0;
   s->expect_msg = (flags & F_EXPECT_MSG) != 0;
   s->want_cert = (flags & F_WANT_CERT) != 0;
@@ -450,6 +491,9 @@ typedef struct extra {
   const char *p12, *pw;   /* PKCS#12 client certificate */
   int tls_min, tls_max;
   unsigned flags;
+  int rc_on; /* reconnection */
+  uint32_t rc_initial, rc_max;
+  unsigned rc_attempts;
 } extra;
 
 static epode_conn *make_conn_x(host *h, uint16_t port, epode_tls_mode mode, const char *cafile,
@@ -468,6 +512,9 @@ static epode_conn *make_conn_x(host *h, uint16_t port, epode_tls_mode mode, cons
   if (x && x->p12) assert_int_equal(epode_config_set_client_pkcs12(cfg, x->p12, x->pw), EPODE_OK);
   if (x) assert_int_equal(epode_config_set_tls_versions(cfg, x->tls_min, x->tls_max), EPODE_OK);
   if (x) assert_int_equal(epode_config_set_flags(cfg, x->flags), EPODE_OK);
+  if (x && x->rc_on)
+    assert_int_equal(
+        epode_config_set_reconnect(cfg, 1, x->rc_initial, x->rc_max, x->rc_attempts), EPODE_OK);
   epode_conn *c;
   assert_int_equal(epode_conn_new(&c, cfg), EPODE_OK);
   epode_config_free(cfg);
@@ -606,6 +653,95 @@ static void test_conn_close_while_connecting(void **state) {
   assert_int_equal(h.n, 0);
   epode_conn_free(c);
   close(l);
+}
+
+/* Reconnection: the first connection is cut before the stream opens; the
+ * session waits (DISCONNECTED, no ERROR), connects again after the backoff
+ * and logs in. */
+static void test_conn_reconnect_after_hangup(void **state) {
+  fsrv s;
+  fsrv_start_x(&s, 0, &leaf, 0, 2, 0);
+  host h;
+  extra x = {.rc_on = 1, .rc_initial = 20, .rc_max = 40};
+  epode_conn *c = make_conn_x(&h, s.port, EPODE_TLS_STARTTLS, ca_path, &x);
+  h.close_on_ready = 1;
+  assert_int_equal(epode_conn_connect(c), EPODE_OK);
+  h_run(&h, c, 8000);
+  fsrv_join(&s);
+  assert_int_equal(s.result, 0);
+  assert_int_equal(h.disconnects, 2);
+  assert_int_equal(h.last_attempt, 2);
+  assert_true(h.last_retry_ms >= 20 && h.last_retry_ms <= 40);
+  assert_true(h.disconnect_err == EPODE_ERR_EOF || h.disconnect_err == EPODE_ERR_TLS);
+  assert_int_equal(h.errors, 0);
+  assert_int_equal(h.ready, 1);
+  assert_int_equal(h.closed_err, EPODE_OK);
+  assert_true(saw_state(&h, EPODE_STATE_DISCONNECTED));
+  assert_int_equal(h.n, 0);
+  epode_conn_free(c);
+}
+
+/* Attempts run out: the last failure is final (ERROR, then CLOSED). */
+static void test_conn_reconnect_gives_up(void **state) {
+  host h;
+  uint16_t p = closed_port();
+  extra x = {.rc_on = 1, .rc_initial = 10, .rc_max = 20, .rc_attempts = 2};
+  epode_conn *c = make_conn_x(&h, p, EPODE_TLS_STARTTLS, NULL, &x);
+  uint64_t t0 = epode_now_ms();
+  assert_int_equal(epode_conn_connect(c), EPODE_OK);
+  h_run(&h, c, 5000);
+  assert_int_equal(h.disconnects, 2);
+  assert_int_equal(h.errors, 1);
+  assert_int_equal(h.error_err, EPODE_ERR_CONNECT);
+  assert_int_equal(h.closed, 1);
+  assert_int_equal(h.closed_err, EPODE_ERR_CONNECT);
+  assert_true(epode_now_ms() - t0 >= 15); /* two delays of at least 5 and 10 ms */
+  assert_int_equal(h.n, 0);
+  assert_false(h.timer_on);
+  epode_conn_free(c);
+}
+
+/* Closing while waiting to reconnect ends at once, cleanly. */
+static void test_conn_close_while_disconnected(void **state) {
+  host h;
+  uint16_t p = closed_port();
+  extra x = {.rc_on = 1, .rc_initial = 60000, .rc_max = 60000};
+  epode_conn *c = make_conn_x(&h, p, EPODE_TLS_STARTTLS, NULL, &x);
+  h.close_on_disconnect = 1;
+  uint64_t t0 = epode_now_ms();
+  assert_int_equal(epode_conn_connect(c), EPODE_OK);
+  h_run(&h, c, 5000);
+  assert_true(epode_now_ms() - t0 < 5000);
+  assert_int_equal(h.disconnects, 1);
+  assert_int_equal(h.errors, 0);
+  assert_int_equal(h.closed, 1);
+  assert_int_equal(h.closed_err, EPODE_OK);
+  assert_int_equal(epode_conn_state(c), EPODE_STATE_CLOSED);
+  assert_int_equal(h.n, 0);
+  assert_false(h.timer_on);
+  epode_conn_free(c);
+}
+
+/* RFC 6120 see-other-host: the connection goes to the named host, which
+ * must still prove to be the JID's domain, and logs in there. */
+static void test_conn_see_other_host(void **state) {
+  fsrv target, first;
+  fsrv_start(&target, 0, &leaf, 0);
+  fsrv_start_x(&first, 0, &leaf, 0, 0, target.port);
+  host h;
+  epode_conn *c = make_conn(&h, first.port, EPODE_TLS_STARTTLS, ca_path);
+  h.close_on_ready = 1;
+  assert_int_equal(epode_conn_connect(c), EPODE_OK);
+  h_run(&h, c, 8000);
+  fsrv_join(&first);
+  fsrv_join(&target);
+  assert_int_equal(first.result, 0);
+  assert_int_equal(target.result, 0);
+  assert_string_equal(target.sni, "localhost");
+  assert_int_equal(h.ready, 1);
+  assert_int_equal(h.errors, 0);
+  assert_int_equal(h.closed_err, EPODE_OK);
+  epode_conn_free(c);
 }
 
 static void test_conn_free_in_callback(void **state) {
@@ -912,6 +1048,10 @@ int main(void) {
       cmocka_unit_test(test_conn_server_hangs_up),
       cmocka_unit_test(test_conn_refused),
       cmocka_unit_test(test_conn_close_while_connecting),
+      cmocka_unit_test(test_conn_reconnect_after_hangup),
+      cmocka_unit_test(test_conn_reconnect_gives_up),
+      cmocka_unit_test(test_conn_close_while_disconnected),
+      cmocka_unit_test(test_conn_see_other_host),
       cmocka_unit_test(test_conn_free_in_callback),
       cmocka_unit_test(test_conn_flush_outside_callbacks),
       cmocka_unit_test(test_conn_srv_direct_tls),

@@ -1,0 +1,13 @@
+/* What the library's own transports (src/net/) may ask a session beyond
+ * the public API. */
+#ifndef EPODE_SRC_SESSION_SESSION_HOST_H
+#define EPODE_SRC_SESSION_SESSION_HOST_H
+
+#include "epode/session.h"
+
+/* Whether a transport failure `err` now would send the session to
+ * EPODE_STATE_DISCONNECTED (reconnection on, the error retryable, attempts
+ * left) rather than end it. */
+int epode__session_will_retry(const epode_session *s, epode_err err);
+
+#endif
