@@ -214,9 +214,9 @@ size_t epode_session_sm_unacked(const epode_session *s);
  * enabled stream management with resume='true'. epode_session_save()
  * writes what resuming needs — the stream id, both counts, the bound JID
  * and the bytes of every stanza not yet acknowledged — into a new buffer
- * (free it with epode_free(epode_session_mem(s), …)); it works while READY
- * or DISCONNECTED (EPODE_ERR_STATE otherwise, EPODE_ERR_NOTFOUND if not
- * resumable). A new process restores it into a fresh session (IDLE, same
+ * (free it with epode_free(epode_session_mem(s), …)); it works while READY,
+ * DISCONNECTED or (restored, not started) IDLE — EPODE_ERR_STATE otherwise,
+ * EPODE_ERR_NOTFOUND if not resumable. A new process restores it into a fresh session (IDLE, same
  * account and framing) before starting it: the session then asks the
  * server to resume instead of binding. Restored stanzas report their fate
  * to `fn` (may be NULL). EPODE_ERR_INVAL for data that is not a saved

@@ -44,7 +44,9 @@ epode_err epode_session_save(const epode_session *s, char **out, size_t *len) {
   if (!s || !out || !len) return EPODE_ERR_INVAL;
   *out = NULL;
   *len = 0;
-  if (s->state != EPODE_STATE_READY && s->state != EPODE_STATE_DISCONNECTED)
+  /* IDLE too: a restored session not started yet can be saved again. */
+  if (s->state != EPODE_STATE_READY && s->state != EPODE_STATE_DISCONNECTED &&
+      s->state != EPODE_STATE_IDLE)
     return EPODE_ERR_STATE;
   if (!epode_session_resumable(s) || !s->bound_jid) return EPODE_ERR_NOTFOUND;
   epode__buf b;
@@ -95,7 +97,7 @@ static int next_rec(reader *r) {
   if (!k || r->p == r->end || *r->p++ != ' ') return -1;
   size_t n = 0, digits = 0;
   while (r->p < r->end && *r->p >= '0' && *r->p <= '9') {
-    if (++digits > 10) return -1;
+    if (++digits > 10 || (digits == 2 && n == 0)) return -1; /* canonical lengths only */
     n = n * 10 + (size_t)(*r->p++ - '0');
   }
   if (!digits || r->p == r->end || *r->p++ != '\n') return -1;
@@ -109,7 +111,7 @@ static int next_rec(reader *r) {
 static int is(const reader *r, const char *key) { return !strcmp(r->key, key); }
 
 static int get_u32(const reader *r, uint32_t *out) {
-  if (!r->n || r->n > 10) return -1;
+  if (!r->n || r->n > 10 || (r->n > 1 && r->v[0] == '0')) return -1; /* canonical only */
   uint64_t x = 0;
   for (size_t i = 0; i < r->n; i++) {
     if (r->v[i] < '0' || r->v[i] > '9') return -1;
@@ -204,7 +206,7 @@ epode_err epode_session_restore(epode_session *s, const void *data, size_t len,
       }
     }
     if (is(&r, "sid")) {
-      if (!clean_text(&r, 1024)) {
+      if (!tracked || !clean_text(&r, 1024)) {
         why = "bad stanza id";
         break;
       }

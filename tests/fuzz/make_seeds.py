@@ -415,6 +415,42 @@ def bosh_seeds():
                                                       "xmpp-sasl'/>")]))
 
 
+def sm_record(key, value):
+    if isinstance(value, str):
+        value = value.encode()
+    return b"%s %d\n%s\n" % (key.encode(), len(value), value)
+
+
+def sm_state(stanzas, hin=2, hsent=3, hacked=1, jid="alice@localhost/res", sid="sm-1",
+             framing="stream"):
+    out = b"epode-sm-state 1\n"
+    for k, v in (("account", "alice@localhost"), ("jid", jid), ("framing", framing),
+                 ("id", sid), ("hin", str(hin)), ("hsent", str(hsent)),
+                 ("hacked", str(hacked))):
+        out += sm_record(k, v)
+    for seq, tracked, stanza_id, data in stanzas:
+        out += sm_record("seq", str(seq))
+        if tracked:
+            out += sm_record("track", "1")
+        if stanza_id is not None:
+            out += sm_record("sid", stanza_id)
+        out += sm_record("data", data)
+    return out
+
+
+def sm_state_seeds():
+    msg = "<message id='m%d' to='bob@localhost'><body>m%d &amp; more</body></message>"
+    put("fuzz_sm_state", sm_state([]))
+    put("fuzz_sm_state", sm_state([(2, True, "m2", msg % (2, 2)), (3, False, None, msg % (3, 3))]))
+    put("fuzz_sm_state", sm_state([(4294967295, True, "w", msg % (9, 9)),
+                                   (0, True, "x", msg % (0, 0))],
+                                  hsent=0, hacked=4294967294))
+    put("fuzz_sm_state", sm_state([(1, True, "a\nb", "<iq type='get' id='q'/>")], hsent=1,
+                                  hacked=0, sid="id with spaces & 'quotes'"))
+    put("fuzz_sm_state", sm_state([], framing="websocket"))
+    put("fuzz_sm_state", sm_state([(2, True, "m2", msg % (2, 2))])[:-7])  # truncated
+
+
 def main():
     """With target names (fuzz_bosh …), writes only their seeds."""
     only = set(sys.argv[1:])
@@ -423,7 +459,8 @@ def main():
         if not only or "fuzz_xml" in only:
             xml_seeds(streams)
     for name, fn in (("fuzz_sasl", sasl_seeds), ("fuzz_ws", ws_seeds), ("fuzz_jid", jid_seeds),
-                     ("fuzz_srv", srv_seeds), ("fuzz_bosh", bosh_seeds)):
+                     ("fuzz_srv", srv_seeds), ("fuzz_bosh", bosh_seeds),
+                     ("fuzz_sm_state", sm_state_seeds)):
         if not only or name in only:
             fn()
     for t in sorted(os.listdir(os.path.join(HERE, "corpus"))):
