@@ -143,8 +143,10 @@ epode_err epode_config_set_sm_ack_policy(epode_config *cfg, unsigned every_n, ui
  * session that had XEP-0198 resumption resumes (EPODE_EV_RESUMED) and
  * resends what the server had not acknowledged; otherwise a fresh session
  * is negotiated (EPODE_EV_READY again) and the unacknowledged stanzas are
- * sent on it. After `max_attempts` consecutive failed attempts (0: no
- * limit) the last failure is final. Failures that another attempt cannot
+ * sent on it. `max_attempts` bounds the attempts in a row (0: no limit):
+ * losing a ready session or failing to connect counts one, and when that
+ * count reaches `max_attempts` the next failure is final. A session that
+ * becomes ready starts counting from zero. Failures that another attempt cannot
  * fix end the session as before: authentication, certificate
  * verification, a TLS or SASL policy refusal, a resource conflict, a
  * protocol violation. `initial_ms`/`max_ms` 0 keep the defaults (1000 and

@@ -49,14 +49,24 @@ epode_err epode_conn_new(epode_conn **out, const epode_config *cfg);
  * the callback returns, and no further events are delivered. (Not from
  * callbacks of session calls the app makes directly, outside any
  * epode_conn_* call: those keep the session busy; free later then.) A
- * connection attached to epode's loop must be removed from it first. One
- * connection makes one attempt: to reconnect, create a new one. */
+ * connection attached to epode's loop must be removed from it first.
+ * Without epode_config_set_reconnect() one connection makes one attempt
+ * (to reconnect, create a new one); with it, the connection reconnects by
+ * itself (see epode_conn_set_event_cb). */
 void epode_conn_free(epode_conn *c);
 /* The session this connection carries: add handlers, send stanzas. */
 epode_session *epode_conn_session(epode_conn *c);
 /* Session events plus the connection's own states (RESOLVING, CONNECTING,
  * TLS_HANDSHAKE) and its failures (DNS, CONNECT, TLS, TLS_VERIFY, EOF, IO).
- * EPODE_EV_STARTTLS is handled here and not forwarded. Once
+ * EPODE_EV_STARTTLS and EPODE_EV_RECONNECT are handled here and not
+ * forwarded. With reconnection on, a failure another attempt could fix
+ * gives EPODE_EV_DISCONNECTED (state DISCONNECTED; no EPODE_EV_ERROR), the
+ * connection waits ev->retry_ms, resolves again — trying the other
+ * addresses first when the last one failed before the session was ready —
+ * and the app sees the states again, then EPODE_EV_RESUMED (XEP-0198
+ * resumption) or EPODE_EV_READY (a fresh session). A <see-other-host/>
+ * stream error is followed once, whether reconnection is on or not: the
+ * new host must still present a certificate for the JID's domain. Once
  * epode_conn_connect() succeeded, EPODE_EV_CLOSED comes exactly once, last,
  * whatever happens (after EPODE_EV_ERROR when something failed); its
  * failure is epode_conn_failure(). The callback may call epode_conn_close(),
