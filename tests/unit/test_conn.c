@@ -118,6 +118,29 @@ static void test_connect_second_address(void **state) {
   epode_config_free(cfg);
 }
 
+/* After a failure on B the next attempt starts with the address after it
+ * (the next SRV target), and B comes last. */
+static void test_connect_avoid_first(void **state) {
+  epode_config *cfg;
+  epode_config_new(&cfg, NULL);
+  epode__addr addrs[4] = {loop_addr(1001, "a"), loop_addr(1002, "b"), loop_addr(1003, "c"),
+                          loop_addr(1004, "d")};
+  epode__connector *k;
+  assert_int_equal(epode__connector_new(&k, cfg, addrs, 4, 2000), EPODE_OK);
+  epode__connector_avoid_first(k, &addrs[1]);
+  const char *want[] = {"c", "d", "a", "b"};
+  for (size_t i = 0; i < 4; i++) assert_string_equal(epode__connector_addr(k, i)->host, want[i]);
+  epode__addr other = loop_addr(999, "x"); /* not in the list: no change */
+  epode__connector_avoid_first(k, &other);
+  for (size_t i = 0; i < 4; i++) assert_string_equal(epode__connector_addr(k, i)->host, want[i]);
+  epode__addr tls_b = addrs[2];
+  tls_b.direct_tls = 1; /* same address, other mode: a different target */
+  epode__connector_avoid_first(k, &tls_b);
+  for (size_t i = 0; i < 4; i++) assert_string_equal(epode__connector_addr(k, i)->host, want[i]);
+  epode__connector_free(k);
+  epode_config_free(cfg);
+}
+
 static void test_connect_all_refuse(void **state) {
   epode_config *cfg;
   epode_config_new(&cfg, NULL);
@@ -1042,6 +1065,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_connect_second_address),
       cmocka_unit_test(test_connect_all_refuse),
+      cmocka_unit_test(test_connect_avoid_first),
       cmocka_unit_test(test_conn_starttls_login_close),
       cmocka_unit_test(test_conn_direct_tls),
       cmocka_unit_test(test_conn_untrusted_cert),
