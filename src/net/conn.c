@@ -67,7 +67,7 @@ struct epode_conn {
   epode_config *cfg;
   const epode_mem *mem;
   epode_session *s;
-  epode_jid *jid;
+  const epode_jid *jid; /* the session's */
   epode_event_fn ev_fn;
   void *ev_ud;
   epode_io_fn io_fn;
@@ -133,10 +133,9 @@ struct epode_conn {
   int disconnected;   /* the session went DISCONNECTED: tear down after its call */
   int reconnect_now;  /* the session said to start the next attempt */
   int ready_here;     /* this connection reached READY (or resumed) */
-  epode__addr cur;    /* the address this connection uses */
-  int cur_set;
-  epode__addr avoid;  /* failed before READY: try the others first next time */
-  int avoid_set;
+  epode__addr_key cur;   /* the address this connection uses */
+  epode__addr_key avoid; /* failed before READY: try the others first next time */
+  unsigned char cur_set, avoid_set;
   char *other_host;   /* see-other-host target for the next attempt */
   uint16_t other_port;
 
@@ -1177,7 +1176,7 @@ static void advance(epode_conn *c) {
       epode__addr_str(a, as, sizeof as);
       snprintf(c->peer, sizeof c->peer, "%s (%s)", a->host, as);
       c->direct_tls = a->direct_tls;
-      c->cur = *a;
+      epode__addr_key_of(a, &c->cur);
       c->cur_set = 1;
       c->fd = fd;
       epode__connector_free(c->k); /* fd is ours now */
@@ -1219,19 +1218,19 @@ epode_err epode_conn_new(epode_conn **out, const epode_config *cfg) {
   c->disc_timer_at = c->bosh_timer_at = -1;
   c->last_state = EPODE_STATE_IDLE;
   c->fail.detail = "no failure";
-  epode_err e = epode_config_clone(&c->cfg, cfg);
+  /* One copy of the configuration and of the parsed JID, the session's:
+   * the connection changes only what the session never reads (URL, server,
+   * TLS mode). */
+  epode_err e = epode_session_new(&c->s, cfg);
   if (e) {
     epode__free(&cfg->mem, c);
     return e;
   }
+  c->cfg = epode__session_cfg(c->s);
+  c->jid = epode__session_account(c->s);
   c->mem = &c->cfg->mem;
   epode__buf_init(&c->out, c->mem, OUT_MAX);
   epode__buf_init(&c->wsout, c->mem, OUT_MAX);
-  if ((e = epode_jid_parse(&c->jid, c->mem, c->cfg->jid)) ||
-      (e = epode_session_new(&c->s, c->cfg))) {
-    epode_conn_free(c);
-    return e;
-  }
   epode_session_set_event_cb(c->s, on_session_event, c);
   epode_session_set_output_cb(c->s, on_session_output, c);
   *out = c;
@@ -1243,8 +1242,6 @@ static void destroy(epode_conn *c) {
   for (size_t i = c->nw; i-- > 0;)
     set_watch(c, c->w[i].fd, 0);
   if (c->timer_on && c->timer_fn) c->timer_fn(-1, c->io_ud);
-  epode_session_free(c->s);
-  epode_jid_free(c->jid);
   epode__buf_free(&c->out);
   epode__buf_free(&c->wsout);
   epode__ws_free(c->ws);
@@ -1254,9 +1251,8 @@ static void destroy(epode_conn *c) {
   epode__free(c->mem, c->fail_detail);
   epode__free(c->mem, c->w);
   epode__free(c->mem, c->dns_servers);
-  epode_config *cfg = c->cfg;
-  epode_mem mem = cfg->mem;
-  epode_config_free(cfg);
+  epode_mem mem = *c->mem; /* the session owns the config */
+  epode_session_free(c->s);
   epode__free(&mem, c);
 }
 

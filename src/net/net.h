@@ -30,6 +30,15 @@ typedef struct epode__addr {
   char host[EPODE__MAX_HOST]; /* the name it came from (SRV target or host) */
 } epode__addr;
 
+/* An address in 24 bytes (family, port, IP, mode): what a connection
+ * remembers of the address it used, to try the others first next time. */
+typedef struct epode__addr_key {
+  unsigned char ip[16];
+  uint16_t port, family;
+  int direct_tls;
+} epode__addr_key;
+void epode__addr_key_of(const epode__addr *a, epode__addr_key *k);
+
 /* "192.0.2.1:5222" or "[2001:db8::1]:5222". */
 void epode__addr_str(const epode__addr *a, char *buf, size_t size);
 
@@ -79,7 +88,7 @@ void epode__connector_start(epode__connector *k, uint64_t now_ms);
 /* Reorders the addresses so that the ones after `a` (the next SRV target
  * or address) come first and `a` last; no change if `a` is not among them.
  * Before epode__connector_start(). */
-void epode__connector_avoid_first(epode__connector *k, const epode__addr *a);
+void epode__connector_avoid_first(epode__connector *k, const epode__addr_key *a);
 /* The socket being connected (watch it for EPODE_IO_WRITE), or -1. */
 int epode__connector_fd(const epode__connector *k);
 /* The socket became writable (or errored). */

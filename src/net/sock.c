@@ -62,12 +62,28 @@ long epode__sock_recv(int fd, void *p, size_t n) {
   }
 }
 
-static int same_addr(const epode__addr *x, const epode__addr *y) {
-  return x->salen == y->salen && !memcmp(&x->sa, &y->sa, x->salen) &&
-         x->direct_tls == y->direct_tls;
+void epode__addr_key_of(const epode__addr *a, epode__addr_key *k) {
+  memset(k, 0, sizeof *k);
+  k->family = a->sa.ss_family;
+  k->direct_tls = a->direct_tls;
+  if (a->sa.ss_family == AF_INET) {
+    const struct sockaddr_in *v4 = (const struct sockaddr_in *)&a->sa;
+    memcpy(k->ip, &v4->sin_addr, 4);
+    k->port = v4->sin_port;
+  } else if (a->sa.ss_family == AF_INET6) {
+    const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)&a->sa;
+    memcpy(k->ip, &v6->sin6_addr, 16);
+    k->port = v6->sin6_port;
+  }
 }
 
-void epode__connector_avoid_first(epode__connector *k, const epode__addr *a) {
+static int same_addr(const epode__addr *x, const epode__addr_key *y) {
+  epode__addr_key kx;
+  epode__addr_key_of(x, &kx);
+  return !memcmp(&kx, y, sizeof kx);
+}
+
+void epode__connector_avoid_first(epode__connector *k, const epode__addr_key *a) {
   size_t i;
   for (i = 0; i < k->n && !same_addr(&k->addrs[i], a); i++)
     ;

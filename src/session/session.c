@@ -1150,6 +1150,8 @@ const char *epode_session_jid(const epode_session *s) {
 }
 const epode_mem *epode_session_mem(const epode_session *s) { return s->mem; }
 const epode_config *epode_session_config(const epode_session *s) { return s->cfg; }
+epode_config *epode__session_cfg(epode_session *s) { return s->cfg; }
+const epode_jid *epode__session_account(const epode_session *s) { return s->jid; }
 
 epode_err epode_session_scram_keys(const epode_session *s, epode_scram_keys *out) {
   if (!s || !out) return EPODE_ERR_INVAL;

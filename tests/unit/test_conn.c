@@ -127,15 +127,19 @@ static void test_connect_avoid_first(void **state) {
                           loop_addr(1004, "d")};
   epode__connector *k;
   assert_int_equal(epode__connector_new(&k, cfg, addrs, 4, 2000), EPODE_OK);
-  epode__connector_avoid_first(k, &addrs[1]);
+  epode__addr_key key;
+  epode__addr_key_of(&addrs[1], &key);
+  epode__connector_avoid_first(k, &key);
   const char *want[] = {"c", "d", "a", "b"};
   for (size_t i = 0; i < 4; i++) assert_string_equal(epode__connector_addr(k, i)->host, want[i]);
   epode__addr other = loop_addr(999, "x"); /* not in the list: no change */
-  epode__connector_avoid_first(k, &other);
+  epode__addr_key_of(&other, &key);
+  epode__connector_avoid_first(k, &key);
   for (size_t i = 0; i < 4; i++) assert_string_equal(epode__connector_addr(k, i)->host, want[i]);
   epode__addr tls_b = addrs[2];
   tls_b.direct_tls = 1; /* same address, other mode: a different target */
-  epode__connector_avoid_first(k, &tls_b);
+  epode__addr_key_of(&tls_b, &key);
+  epode__connector_avoid_first(k, &key);
   for (size_t i = 0; i < 4; i++) assert_string_equal(epode__connector_addr(k, i)->host, want[i]);
   epode__connector_free(k);
   epode_config_free(cfg);
