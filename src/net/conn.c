@@ -80,7 +80,7 @@ struct epode_conn {
   epode__connector *k;
   int fd;
   int direct_tls;
-  char peer[384]; /* "host (address)" for messages */
+  const char *peer; /* "host (address)" for messages; never NULL ("" or allocated) */
   epode__tls *tls;
   int tls_starttls;        /* the handshake answers EPODE_EV_STARTTLS */
   uint64_t tls_deadline;   /* 0: none */
@@ -150,6 +150,16 @@ uint64_t epode_now_ms(void) {
 /* Room for a failure's detail (a list of every address tried and why):
  * allocated only when something fails, so idle connections don't carry it. */
 #define FAIL_DETAIL_SIZE 2600u
+
+static const char no_peer[1] = "";
+
+/* Names the peer for messages (NULL: none yet). Without memory the name is
+ * just left out. */
+static void set_peer(epode_conn *c, const char *name) {
+  if (c->peer && c->peer != no_peer) epode__free(c->mem, (void *)(uintptr_t)c->peer);
+  c->peer = name && *name ? epode__strdup(c->mem, name) : NULL;
+  if (!c->peer) c->peer = no_peer;
+}
 
 static char *detail(epode_conn *c) {
   if (!c->fail_detail) {
@@ -438,7 +448,7 @@ static void go_wait(epode_conn *c) {
   c->bytes_in = 0;
   c->first_byte = 0;
   c->notify_sent = 0;
-  c->peer[0] = '\0';
+  set_peer(c, NULL);
   c->flush_pending = 0;
 }
 
@@ -1003,7 +1013,7 @@ static epode_err start_bosh(epode_conn *c) {
     return e;
   }
   if (c->dns_servers) (void)epode__bosh_set_dns_servers(c->bosh, c->dns_servers);
-  snprintf(c->peer, sizeof c->peer, "%s", c->cfg->url);
+  set_peer(c, c->cfg->url);
   c->phase = PH_BOSH;
   c->session_started = 1;
   epode__log(c->cfg, EPODE_LOG_INFO, "net", "BOSH session at %s", c->cfg->url);
@@ -1174,7 +1184,9 @@ static void advance(epode_conn *c) {
       const epode__addr *a = epode__connector_addr(c->k, which);
       char as[80];
       epode__addr_str(a, as, sizeof as);
-      snprintf(c->peer, sizeof c->peer, "%s (%s)", a->host, as);
+      char peer[EPODE__MAX_HOST + 96];
+      snprintf(peer, sizeof peer, "%s (%s)", a->host, as);
+      set_peer(c, peer);
       c->direct_tls = a->direct_tls;
       epode__addr_key_of(a, &c->cur);
       c->cur_set = 1;
@@ -1218,6 +1230,7 @@ epode_err epode_conn_new(epode_conn **out, const epode_config *cfg) {
   c->disc_timer_at = c->bosh_timer_at = -1;
   c->last_state = EPODE_STATE_IDLE;
   c->fail.detail = "no failure";
+  c->peer = no_peer;
   /* One copy of the configuration and of the parsed JID, the session's:
    * the connection changes only what the session never reads (URL, server,
    * TLS mode). */
@@ -1251,6 +1264,7 @@ static void destroy(epode_conn *c) {
   epode__free(c->mem, c->fail_detail);
   epode__free(c->mem, c->w);
   epode__free(c->mem, c->dns_servers);
+  set_peer(c, NULL);
   epode_mem mem = *c->mem; /* the session owns the config */
   epode_session_free(c->s);
   epode__free(&mem, c);

@@ -45,17 +45,19 @@ static void fill_params(epode_session *s, epode__sasl_params *p, int cb_given, i
                         int lists_complete) {
   memset(&s->sx->tls, 0, sizeof s->sx->tls);
   s->sx->tls.version = s->tls_version;
-  s->sx->tls.tls_unique = s->cb_unique_len ? s->cb_unique : NULL;
-  s->sx->tls.tls_unique_len = s->cb_unique_len;
+  static const epode__cbind none;
+  const epode__cbind *cb = s->cb ? s->cb : &none;
+  s->sx->tls.tls_unique = cb->unique_len ? cb->unique : NULL;
+  s->sx->tls.tls_unique_len = cb->unique_len;
   /* A server that offers -PLUS on TLS 1.3 without saying (XEP-0440) which
    * binding it accepts may know only tls-unique, undefined on TLS 1.3
    * (ejabberd 23.01 rejects tls-exporter): do not bind then, and say we
    * don't (gs2 'n') rather than risk a login that cannot succeed. */
-  int exporter_ok = s->cb_exporter_len && !(s->tls_version >= 0x0304 && !cb_given && offers_plus);
-  s->sx->tls.tls_exporter = exporter_ok ? s->cb_exporter : NULL;
-  s->sx->tls.tls_exporter_len = exporter_ok ? s->cb_exporter_len : 0;
-  s->sx->tls.tls_server_end_point = s->cb_endpoint_len ? s->cb_endpoint : NULL;
-  s->sx->tls.tls_server_end_point_len = s->cb_endpoint_len;
+  int exporter_ok = cb->exporter_len && !(s->tls_version >= 0x0304 && !cb_given && offers_plus);
+  s->sx->tls.tls_exporter = exporter_ok ? cb->exporter : NULL;
+  s->sx->tls.tls_exporter_len = exporter_ok ? cb->exporter_len : 0;
+  s->sx->tls.tls_server_end_point = cb->endpoint_len ? cb->endpoint : NULL;
+  s->sx->tls.tls_server_end_point_len = cb->endpoint_len;
 
   memset(p, 0, sizeof *p);
   p->mem = s->mem;
@@ -73,8 +75,8 @@ static void fill_params(epode_session *s, epode__sasl_params *p, int cb_given, i
   p->oauth_token = s->cfg->oauth_token;
   p->have_client_cert = epode__config_has_client_cert(s->cfg);
   p->scram_keys = s->cfg->scram_keys;
-  memset(&s->scram_derived, 0, sizeof s->scram_derived);
-  p->scram_keys_out = &s->scram_derived;
+  memset(&s->sx->derived, 0, sizeof s->sx->derived);
+  p->scram_keys_out = &s->sx->derived;
   /* XEP-0474 needs the lists exactly as offered; if we could not keep them
    * whole, say "unknown" rather than risk a false downgrade alarm. */
   p->server_mechs = lists_complete ? s->sx->mech_names : NULL;
@@ -204,9 +206,17 @@ void epode__sasl_clear(epode_session *s) {
   mech_end(s);
   epode__free(s->mem, s->sasl_ctx);
   s->sasl_ctx = NULL;
+  if (s->sx) epode__wipe(s->sx, sizeof *s->sx); /* derived keys */
   epode__free(s->mem, s->sx);
   s->sx = NULL;
   s->n_cands = s->cand = 0;
+}
+
+void epode__cb_clear(epode_session *s) {
+  if (!s->cb) return;
+  epode__wipe(s->cb, sizeof *s->cb);
+  epode__free(s->mem, s->cb);
+  s->cb = NULL;
 }
 
 /* Starts candidate s->cand: <auth mechanism='…'>initial response</auth>. */
@@ -266,7 +276,11 @@ epode_err epode__sasl_begin(epode_session *s, const epode_stanza *features,
     }
   }
   s->sx->mech_names[n_names] = NULL;
-  s->scram_done = 0;
+  if (s->scram_got) {
+    epode__wipe(s->scram_got, sizeof *s->scram_got);
+    epode__free(s->mem, s->scram_got);
+    s->scram_got = NULL;
+  }
   if (!(s->sasl_ctx = epode__calloc(s->mem, sizeof *s->sasl_ctx)))
     return epode__session_fail(s, EPODE_ERR_NOMEM, NULL, NULL, NULL, "SASL");
   fill_params(s, &s->sasl_ctx->p, cb_given, offers_plus, names_complete && cb_complete);
@@ -395,8 +409,10 @@ epode_err epode__sasl_handle(epode_session *s, const epode_stanza *st, int *done
                                  "the server accepted %s but did not prove itself: %s",
                                  s->mech->name, mech_err(s));
     epode__log(s->cfg, EPODE_LOG_INFO, "sasl", "authenticated with %s", s->mech->name);
-    s->scram_done = s->scram_derived.key_len != 0;
+    if (s->sx->derived.key_len && (s->scram_got = epode__alloc(s->mem, sizeof *s->scram_got)))
+      memcpy(s->scram_got, &s->sx->derived, sizeof *s->scram_got);
     epode__sasl_clear(s);
+    epode__cb_clear(s); /* channel binding served its purpose */
     *done = 1;
     return EPODE_OK;
   }

@@ -269,7 +269,7 @@ static void drop_stream(epode_session *s) {
   s->neg = NEG_NONE;
   s->authenticated = s->secure = s->session_needed = s->bind_offered = 0;
   s->sm_offered = 0;
-  s->cb_unique_len = s->cb_exporter_len = s->cb_endpoint_len = 0;
+  epode__cb_clear(s);
   s->neg_deadline = s->close_deadline = 0;
   s->ka_deadline = 0;
   char **strs[] = {&s->stream_id, &s->bind_id, &s->session_id};
@@ -918,9 +918,9 @@ void epode_session_free(epode_session *s) {
   epode_jid_free(s->jid);
   epode__buf_free(&s->out);
   epode__free(m, s->msgs);
-  epode__wipe(s->cb_unique, sizeof s->cb_unique);
-  epode__wipe(s->cb_exporter, sizeof s->cb_exporter);
-  epode__wipe(&s->scram_derived, sizeof s->scram_derived);
+  epode__cb_clear(s);
+  if (s->scram_got) epode__wipe(s->scram_got, sizeof *s->scram_got);
+  epode__free(m, s->scram_got);
   char **strs[] = {&s->stream_id, &s->bind_id,     &s->session_id,  &s->bound_jid, &s->mech_name,
                    &s->f_condition, &s->f_text, &s->f_mechanism, &s->f_detail};
   for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) epode__free(m, *strs[i]);
@@ -980,13 +980,17 @@ static void copy_cb(unsigned char *dst, size_t *dst_len, const unsigned char *sr
   *dst_len = len;
 }
 
-static void take_tls(epode_session *s, const epode_tls_info *tls) {
+static epode_err take_tls(epode_session *s, const epode_tls_info *tls) {
   s->secure = 1;
   s->tls_version = tls->version;
-  copy_cb(s->cb_unique, &s->cb_unique_len, tls->tls_unique, tls->tls_unique_len);
-  copy_cb(s->cb_exporter, &s->cb_exporter_len, tls->tls_exporter, tls->tls_exporter_len);
-  copy_cb(s->cb_endpoint, &s->cb_endpoint_len, tls->tls_server_end_point,
+  /* Without it SCRAM would say "no channel binding" (gs2 'n') and lose its
+   * downgrade protection: out of memory is an error, not a quiet change. */
+  if (!s->cb && !(s->cb = epode__calloc(s->mem, sizeof *s->cb))) return EPODE_ERR_NOMEM;
+  copy_cb(s->cb->unique, &s->cb->unique_len, tls->tls_unique, tls->tls_unique_len);
+  copy_cb(s->cb->exporter, &s->cb->exporter_len, tls->tls_exporter, tls->tls_exporter_len);
+  copy_cb(s->cb->endpoint, &s->cb->endpoint_len, tls->tls_server_end_point,
           tls->tls_server_end_point_len);
+  return EPODE_OK;
 }
 
 epode_err epode_session_start(epode_session *s, uint64_t now_ms, const epode_tls_info *tls) {
@@ -997,11 +1001,11 @@ epode_err epode_session_start(epode_session *s, uint64_t now_ms, const epode_tls
     return EPODE_ERR_STATE;
   s->now = now_ms;
   s->rc_due = 0;
-  if (tls) take_tls(s, tls);
   uint32_t t = s->cfg->timeouts[EPODE_TIMEOUT_NEGOTIATION];
   s->neg_deadline = t ? now_ms + t : 0;
   epode__session_set_state(s, EPODE_STATE_OPENING);
-  epode_err e = open_stream(s);
+  epode_err e = tls ? take_tls(s, tls) : EPODE_OK;
+  if (!e) e = open_stream(s);
   if (e) return epode__session_fail(s, e, NULL, NULL, NULL, "cannot open the stream");
   return EPODE_OK;
 }
@@ -1069,9 +1073,9 @@ epode_err epode_session_tls_done(epode_session *s, const epode_tls_info *tls, ui
   if (!s || !tls) return EPODE_ERR_INVAL;
   if (s->neg != NEG_WAIT_TLS) return EPODE_ERR_STATE;
   s->now = now_ms;
-  take_tls(s, tls);
   epode__session_set_state(s, EPODE_STATE_OPENING);
-  epode_err e = restart_stream(s);
+  epode_err e = take_tls(s, tls);
+  if (!e) e = restart_stream(s);
   if (e) return epode__session_fail(s, e, NULL, NULL, NULL, "cannot restart the stream");
   return EPODE_OK;
 }
@@ -1155,8 +1159,8 @@ const epode_jid *epode__session_account(const epode_session *s) { return s->jid;
 
 epode_err epode_session_scram_keys(const epode_session *s, epode_scram_keys *out) {
   if (!s || !out) return EPODE_ERR_INVAL;
-  if (!s->scram_done) return EPODE_ERR_NOTFOUND;
-  memcpy(out, &s->scram_derived, sizeof *out);
+  if (!s->scram_got) return EPODE_ERR_NOTFOUND;
+  memcpy(out, s->scram_got, sizeof *out);
   return EPODE_OK;
 }
 

@@ -42,7 +42,15 @@ typedef struct epode__sasl_scratch {
   const char *cb_types[9];
   char mech_names_buf[32][24]; /* what the server offered (XEP-0474) */
   const char *mech_names[33];
+  epode_scram_keys derived; /* filled by SCRAM; kept if the login succeeds */
 } epode__sasl_scratch;
+
+/* Channel-binding data from the transport's TLS, kept from the handshake
+ * until authentication is over. */
+typedef struct epode__cbind {
+  unsigned char unique[64], exporter[64], endpoint[64];
+  size_t unique_len, exporter_len, endpoint_len;
+} epode__cbind;
 
 typedef struct epode__timed {
   struct epode__timed *next;
@@ -120,12 +128,7 @@ struct epode_session {
   /* TLS and channel binding (copied from the transport). */
   int secure;
   int tls_version;
-  unsigned char cb_unique[64];
-  size_t cb_unique_len;
-  unsigned char cb_exporter[64];
-  size_t cb_exporter_len;
-  unsigned char cb_endpoint[64];
-  size_t cb_endpoint_len;
+  epode__cbind *cb; /* NULL outside a TLS stream's authentication */
 
   /* Stream. */
   char *stream_id;
@@ -141,8 +144,7 @@ struct epode_session {
   const epode__sasl_entry *mech; /* NULL when no exchange runs */
   void *mech_state;
   struct epode_sasl_ctx *sasl_ctx;
-  epode_scram_keys scram_derived; /* filled by SCRAM on success */
-  int scram_done;                 /* the login used SCRAM: keys are valid */
+  epode_scram_keys *scram_got; /* keys derived by a successful SCRAM login */
   unsigned sasl_rounds;
   char *mech_name; /* for the failure report */
 
@@ -225,6 +227,8 @@ epode_err epode__sasl_begin(epode_session *s, const epode_stanza *features,
  * verified. */
 epode_err epode__sasl_handle(epode_session *s, const epode_stanza *st, int *done);
 void epode__sasl_clear(epode_session *s);
+/* Forgets (wipes) the channel-binding data. */
+void epode__cb_clear(epode_session *s);
 
 /* sm.c (XEP-0198) */
 /* Features after authentication: remember whether <sm/> is offered. */
