@@ -38,6 +38,10 @@ static const struct option shared_longopts[] = {
     {"tls-max", required_argument, NULL, APP_OPT_TLS_MAX},
     {"url", required_argument, NULL, APP_OPT_URL},
     {"transport", required_argument, NULL, APP_OPT_TRANSPORT},
+    {"reconnect", no_argument, NULL, APP_OPT_RECONNECT},
+    {"reconnect-delay", required_argument, NULL, APP_OPT_RECONNECT_DELAY},
+    {"reconnect-attempts", required_argument, NULL, APP_OPT_RECONNECT_ATTEMPTS},
+    {"keepalive", required_argument, NULL, APP_OPT_KEEPALIVE},
     {"verbose", no_argument, NULL, 'v'},
     {"help", no_argument, NULL, 'h'},
 };
@@ -91,11 +95,32 @@ void app_print_account_help(FILE *f) {
         "                        token for OAUTHBEARER (default: $EPODE_OAUTH_TOKEN)\n"
         "  --resource R          ask the server for this resource\n"
         "  --timeout S           seconds allowed for connecting, TLS, authentication\n"
-        "                        and binding (default 30); for listen also how long\n"
-        "                        to listen\n"
+        "                        and binding (default 30; with --reconnect, for each\n"
+        "                        attempt); for listen also how long to listen\n"
         "  -v, --verbose         show the XML traffic on stderr (-> sent, <- received;\n"
         "                        SASL payloads are redacted); -vv adds debug logs\n"
         "  -h, --help            show this help\n",
+        f);
+  fputs("\n"
+        "Reconnection options (every command):\n"
+        "  --reconnect           when the connection is lost (or cannot be made), keep\n"
+        "                        trying with growing delays (1 s doubling to 60 s, with\n"
+        "                        jitter) instead of exiting; the stream is resumed\n"
+        "                        (XEP-0198) where the server allows, else a new session\n"
+        "                        starts; unacknowledged messages are sent again.\n"
+        "                        --timeout then bounds each attempt, not the wait for\n"
+        "                        the first session\n"
+        "  --reconnect-delay INITIAL_MS[:MAX_MS]\n"
+        "                        first delay, doubled on each failure up to MAX_MS\n"
+        "                        (default 1000:60000); implies --reconnect\n"
+        "  --reconnect-attempts N\n"
+        "                        give up after N failed attempts in a row (default 0:\n"
+        "                        never); implies --reconnect\n"
+        "  --keepalive IDLE_MS[:TIMEOUT_MS]\n"
+        "                        after IDLE_MS without data from the server ask it for\n"
+        "                        a sign of life; none within TIMEOUT_MS (default 30000)\n"
+        "                        means the connection is dead (default 90000:30000;\n"
+        "                        0 turns it off)\n",
         f);
 }
 
@@ -110,6 +135,34 @@ int app_parse_seconds(const char *s, uint32_t *ms) {
   if (errno || end == s || *end || !(v > 0) || v > 86400.0 * 365) return -1;
   double m = v * 1000.0 + 0.5;
   *ms = m < 1 ? 1 : (uint32_t)m;
+  return 0;
+}
+
+/* A whole number of milliseconds, 0..max. */
+static int parse_ms(const char *s, size_t len, uint32_t max, uint32_t *out) {
+  if (len == 0 || len > 10) return -1;
+  uint64_t v = 0;
+  for (size_t i = 0; i < len; i++) {
+    if (s[i] < '0' || s[i] > '9') return -1;
+    v = v * 10 + (uint64_t)(s[i] - '0');
+  }
+  if (v > max) return -1;
+  *out = (uint32_t)v;
+  return 0;
+}
+
+/* "A" or "A:B", milliseconds each; *b untouched without ":B". */
+static int parse_ms_pair(const char *s, uint32_t *a, uint32_t *b, int *have_b) {
+  const char *colon = strchr(s, ':');
+  size_t alen = colon ? (size_t)(colon - s) : strlen(s);
+  /* A day at most: longer is surely a unit mistake (these are ms). */
+  const uint32_t max = 86400000u;
+  if (parse_ms(s, alen, max, a)) return -1;
+  *have_b = 0;
+  if (colon) {
+    if (parse_ms(colon + 1, strlen(colon + 1), max, b)) return -1;
+    *have_b = 1;
+  }
   return 0;
 }
 
@@ -167,6 +220,46 @@ int app_account_option(app_account *a, const char *cmd, int opt, const char *arg
       return -1;
     }
     return 1;
+  case APP_OPT_RECONNECT: a->reconnect = 1; return 1;
+  case APP_OPT_RECONNECT_DELAY: {
+    uint32_t ini = 0, max = 0;
+    int have_max = 0;
+    if (parse_ms_pair(arg, &ini, &max, &have_max) || ini == 0 || (have_max && max < ini)) {
+      app_usage_error(cmd, "--reconnect-delay wants INITIAL_MS[:MAX_MS], milliseconds, "
+                           "0 < INITIAL_MS <= MAX_MS, not '%s'", arg);
+      return -1;
+    }
+    a->reconnect = 1;
+    a->rc_initial_ms = ini;
+    a->rc_max_ms = have_max ? max : 0;
+    return 1;
+  }
+  case APP_OPT_RECONNECT_ATTEMPTS: {
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(arg, &end, 10);
+    if (errno || end == arg || *end || arg[0] == '-' || v > 1000000000ul) {
+      app_usage_error(cmd, "--reconnect-attempts wants a whole number (0: no limit), not '%s'",
+                      arg);
+      return -1;
+    }
+    a->reconnect = 1;
+    a->rc_attempts = (unsigned)v;
+    return 1;
+  }
+  case APP_OPT_KEEPALIVE: {
+    uint32_t idle = 0, to = APP_KEEPALIVE_TIMEOUT_DEFAULT_MS;
+    int have_to = 0;
+    if (parse_ms_pair(arg, &idle, &to, &have_to) || (idle && to == 0)) {
+      app_usage_error(cmd, "--keepalive wants IDLE_MS[:TIMEOUT_MS], milliseconds (IDLE_MS 0 "
+                           "turns keepalive off; TIMEOUT_MS > 0), not '%s'", arg);
+      return -1;
+    }
+    a->keepalive_set = 1;
+    a->ka_idle_ms = idle;
+    a->ka_timeout_ms = idle ? to : 0;
+    return 1;
+  }
   case 'v': a->verbose++; return 1;
   default: return 0;
   }
@@ -365,6 +458,16 @@ int app_account_config(epode_config **out, app_account *a, const char *cmd) {
   if (!err) what = "the timeouts", err = epode_config_set_timeout(cfg, EPODE_TIMEOUT_CONNECT, t);
   if (!err) err = epode_config_set_timeout(cfg, EPODE_TIMEOUT_TLS, t);
   if (!err) err = epode_config_set_timeout(cfg, EPODE_TIMEOUT_NEGOTIATION, t);
+  if (!err && a->keepalive_set)
+    what = "--keepalive", err = epode_config_set_keepalive(cfg, a->ka_idle_ms, a->ka_timeout_ms);
+  if (!err && a->reconnect) {
+    /* Only INITIAL_MS given: the library's maximum, unless INITIAL_MS is
+     * already above it. */
+    uint32_t max = a->rc_max_ms;
+    if (!max && a->rc_initial_ms > 60000u) max = a->rc_initial_ms;
+    what = "--reconnect";
+    err = epode_config_set_reconnect(cfg, 1, a->rc_initial_ms, max, a->rc_attempts);
+  }
   if (!err && a->verbose) {
     log_verbosity = a->verbose;
     what = "logging";

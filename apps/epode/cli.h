@@ -22,12 +22,14 @@
  * print the same list. */
 #define APP_EXIT_MAP(X)                                                                  \
   X(OK, 0, "success")                                                                    \
-  X(ERROR, 1, "any other error (protocol, XML, I/O, limits, the password command)")    \
+  X(ERROR, 1, "any other error (protocol, XML, I/O, limits, the password command), "  \
+              "or a message sent but not acknowledged")                                  \
   X(USAGE, 2, "usage error: bad option or argument, invalid JID or message text")       \
   X(CONNECT, 3, "could not connect: DNS failure, connection refused, unreachable")      \
   X(TLS, 4, "TLS failure: handshake, certificate verification, or no TLS offered")     \
   X(AUTH, 5, "authentication failed (the server's SASL condition is printed)")          \
-  X(TIMEOUT, 6, "timed out: connecting (--timeout), or listen --count not reached")     \
+  X(TIMEOUT, 6, "timed out: connecting (--timeout), listen --count not reached, or "   \
+                "the server stopped answering (--keepalive)")                             \
   X(STREAM, 7, "the server ended the stream with a stream error (condition printed)")
 
 enum app_exit {
@@ -69,6 +71,13 @@ typedef struct app_account {
   int tls_max;              /* --tls-max: 0x0303 / 0x0304, 0 = default */
   const char *url;          /* --url ws(s)://… or http(s)://… */
   const char *transport;    /* --transport tcp|websocket|bosh */
+  /* Reconnection and keepalive (send, listen). */
+  int reconnect;            /* --reconnect, or implied by the two below */
+  uint32_t rc_initial_ms;   /* --reconnect-delay INITIAL_MS[:MAX_MS]; 0: default */
+  uint32_t rc_max_ms;       /*   0: the library's default (or INITIAL_MS if larger) */
+  unsigned rc_attempts;     /* --reconnect-attempts N; 0: no limit */
+  int keepalive_set;        /* --keepalive IDLE_MS[:TIMEOUT_MS] */
+  uint32_t ka_idle_ms, ka_timeout_ms;
 } app_account;
 
 /* Long-option ids for the shared options (getopt_long `val`s). Commands use
@@ -93,6 +102,10 @@ enum {
   APP_OPT_TLS_MAX,
   APP_OPT_URL,
   APP_OPT_TRANSPORT,
+  APP_OPT_RECONNECT,
+  APP_OPT_RECONNECT_DELAY,
+  APP_OPT_RECONNECT_ATTEMPTS,
+  APP_OPT_KEEPALIVE,
   APP_OPT_HELP,
   APP_OPT_COMMAND_BASE = 0x200
 };
@@ -131,6 +144,8 @@ int app_account_config(epode_config **out, app_account *a, const char *cmd);
 
 /* --timeout, or the default for connection establishment (30 s). */
 uint32_t app_connect_timeout_ms(const app_account *a);
+/* The default --keepalive TIMEOUT_MS when only IDLE_MS is given. */
+#define APP_KEEPALIVE_TIMEOUT_DEFAULT_MS 30000u
 
 /* The help text for the shared options. */
 void app_print_account_help(FILE *f);
@@ -154,20 +169,26 @@ int app_cmd_listen(const app_command *cmd, int argc, char **argv);
 /* ------------------------------------------------------------ the client */
 typedef struct app_client app_client;
 typedef struct app_client_hooks {
-  /* The session is ready; `jid` is the bound full JID. */
+  /* The session is ready for the first time; `jid` is the bound full JID. */
   void (*on_ready)(app_client *cl, const char *jid, void *ud);
   /* SIGINT/SIGTERM arrived (the client then closes with exit code 0 unless
    * the hook set another with app_client_set_exit()). May be NULL. */
   void (*on_signal)(app_client *cl, int signo, void *ud);
+  /* --reconnect: the connection is back after a loss — `resumed` 1 when the
+   * old stream was resumed (XEP-0198: same full JID, unacknowledged stanzas
+   * resent), 0 for a fresh session (EPODE_EV_READY again: the server forgot
+   * our presence; handlers are kept). May be NULL. */
+  void (*on_restored)(app_client *cl, const char *jid, int resumed, void *ud);
 } app_client_hooks;
 
 /* Creates the loop and the connection, installs signal handling (SIGINT,
- * SIGTERM through a signalfd; SIGPIPE ignored) and starts connecting, with
- * `connect_timeout_ms` for the whole establishment. Returns 0 or an exit
- * code after printing why. */
+ * SIGTERM through a signalfd; SIGPIPE ignored) and starts connecting.
+ * Without --reconnect, the whole establishment must finish within
+ * --timeout (exit 6 otherwise); with it, the program keeps trying (each
+ * attempt is bounded by the library's timeouts, set from --timeout).
+ * Returns 0 or an exit code after printing why. */
 int app_client_start(app_client **out, const char *cmd, const epode_config *cfg,
-                     uint32_t connect_timeout_ms, int verbose, const app_client_hooks *hooks,
-                     void *ud);
+                     const app_account *acct, const app_client_hooks *hooks, void *ud);
 /* Runs the loop until the connection is closed; returns the exit code. */
 int app_client_run(app_client *cl);
 void app_client_free(app_client *cl);
@@ -182,6 +203,10 @@ void app_client_close(app_client *cl, int code);
 /* Stops at once, without a goodbye. */
 void app_client_abort(app_client *cl, int code);
 int app_client_closing(const app_client *cl);
+/* The session is ready now (not waiting to reconnect, not closing). */
+int app_client_connected(const app_client *cl);
+/* --reconnect was given. */
+int app_client_reconnecting(const app_client *cl);
 
 /* ------------------------------------------------------------ text */
 /* 1 if [s, s+len) is valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF).

@@ -43,11 +43,19 @@ struct app_client {
   epode_state last_state;
   int tls_seen;         /* a TLS handshake started on this connection */
   int plaintext_warned;
+  /* --reconnect */
+  int reconnect;
+  unsigned max_attempts; /* --reconnect-attempts, 0: no limit */
+  int connected;         /* READY (or resumed) and not lost since */
 };
 
 epode_session *app_client_session(app_client *cl) { return epode_conn_session(cl->conn); }
 epode_loop *app_client_loop(app_client *cl) { return cl->loop; }
 int app_client_closing(const app_client *cl) { return cl->closing || cl->closed; }
+int app_client_connected(const app_client *cl) {
+  return cl->connected && !cl->closing && !cl->closed;
+}
+int app_client_reconnecting(const app_client *cl) { return cl->reconnect; }
 
 void app_client_set_exit(app_client *cl, int code) {
   if (cl->exit_code <= 0 && code != 0) cl->exit_code = code;
@@ -92,20 +100,40 @@ static void print_hint(epode_err err, const char *detail) {
   }
 }
 
-/* "epode: <what failed> (<condition>): <server text> [mechanism M] - <detail>" */
+/* "<what failed> (<condition>): <server text> [mechanism M] - <detail>" */
+static void print_failure(FILE *out, const epode_failure *f) {
+  const char *what = epode_strerror(f->err);
+  fputs(what, out);
+  if (f->condition && *f->condition) fprintf(out, " (%s)", f->condition);
+  if (f->text && *f->text) fprintf(out, ": %s", f->text);
+  if (f->mechanism && *f->mechanism) fprintf(out, " [mechanism %s]", f->mechanism);
+  if (f->detail && *f->detail && strcmp(f->detail, what) &&
+      !(f->text && *f->text && strstr(f->detail, f->text)))
+    fprintf(out, " - %s", f->detail);
+}
+
+/* "epode: <failure>" and a hint, once. */
 static void report_failure(app_client *cl, const epode_failure *f) {
   if (cl->reported || !f || f->err == EPODE_OK) return;
   cl->reported = 1;
-  const char *what = epode_strerror(f->err);
-  fprintf(stderr, "epode: %s", what);
-  if (f->condition && *f->condition) fprintf(stderr, " (%s)", f->condition);
-  if (f->text && *f->text) fprintf(stderr, ": %s", f->text);
-  if (f->mechanism && *f->mechanism) fprintf(stderr, " [mechanism %s]", f->mechanism);
-  if (f->detail && *f->detail && strcmp(f->detail, what) &&
-      !(f->text && *f->text && strstr(f->detail, f->text)))
-    fprintf(stderr, " - %s", f->detail);
+  fputs("epode: ", stderr);
+  print_failure(stderr, f);
   fputc('\n', stderr);
   print_hint(f->err, f->detail);
+}
+
+/* --reconnect: one line per loss or failed attempt, e.g.
+ * "epode: connection lost (<failure>); reconnecting in 1.2 s (attempt 3)". */
+static void report_disconnected(app_client *cl, const epode_event *ev) {
+  const epode_failure *f = ev->failure;
+  fputs(cl->connected ? "epode: connection lost (" : "epode: cannot connect (", stderr);
+  if (f && f->err != EPODE_OK) print_failure(stderr, f);
+  else fputs("the connection ended", stderr);
+  fprintf(stderr, "); reconnecting in %.1f s (attempt %u", ev->retry_ms / 1000.0,
+          ev->attempt);
+  if (cl->max_attempts) fprintf(stderr, " of %u", cl->max_attempts);
+  fputs(")\n", stderr);
+  fflush(stderr);
 }
 
 int app_exit_for_err(epode_err err) {
@@ -177,6 +205,23 @@ static int on_connect_timeout(epode_loop *loop, void *ud) {
   return 0;
 }
 
+/* --reconnect: the connection broke during the goodbye we started. Nothing
+ * is lost by that — `send` closes only once every message is acknowledged
+ * (and counts any that is not), `listen` has printed what it got — so it is
+ * a warning, not a failure. */
+static int broke_while_closing(app_client *cl, const epode_failure *f) {
+  if (!cl->reconnect || !cl->closing || !f ||
+      (f->err != EPODE_ERR_EOF && f->err != EPODE_ERR_IO))
+    return 0;
+  if (!cl->reported) {
+    cl->reported = 1;
+    fputs("epode: warning: the connection broke while closing the stream (", stderr);
+    print_failure(stderr, f);
+    fputs(")\n", stderr);
+  }
+  return 1;
+}
+
 static void on_event(const epode_event *ev, void *ud) {
   app_client *cl = ud;
   switch (ev->type) {
@@ -198,23 +243,45 @@ static void on_event(const epode_event *ev, void *ud) {
   case EPODE_EV_STARTTLS: break; /* the connection does TLS itself */
   case EPODE_EV_RECONNECT: break; /* the connection handles it */
   case EPODE_EV_DISCONNECTED:
-  case EPODE_EV_RESUMED: break;
+    if (!cl->closing && !cl->closed) report_disconnected(cl, ev);
+    cl->connected = 0;
+    break;
+  case EPODE_EV_RESUMED:
+    if (cl->closing || cl->closed) break;
+    cl->connected = 1;
+    if (cl->verbose)
+      fprintf(stderr, "epode: connection restored: stream resumed as %s\n",
+              ev->jid ? ev->jid : "(unknown JID)");
+    if (cl->hooks.on_restored) cl->hooks.on_restored(cl, ev->jid, 1, cl->ud);
+    break;
   case EPODE_EV_REDIRECT:
     if (cl->verbose) fprintf(stderr, "epode: the server redirects to %s\n", ev->uri);
     break;
   case EPODE_EV_READY:
-    if (cl->ready || cl->closing) break;
+    if (cl->closing || cl->closed) break;
+    cl->connected = 1;
+    if (cl->ready) {
+      /* --reconnect: the old stream could not be resumed; a new session. */
+      if (cl->verbose)
+        fprintf(stderr, "epode: connection restored: new session as %s (the old stream "
+                        "could not be resumed)\n", ev->jid ? ev->jid : "(unknown JID)");
+      if (cl->hooks.on_restored) cl->hooks.on_restored(cl, ev->jid, 0, cl->ud);
+      break;
+    }
     cl->ready = 1;
     stop_timer(cl, &cl->connect_timer);
     if (cl->hooks.on_ready) cl->hooks.on_ready(cl, ev->jid, cl->ud);
     break;
   case EPODE_EV_ERROR:
+    if (broke_while_closing(cl, ev->failure)) break;
     report_failure(cl, ev->failure);
     if (ev->failure) app_client_set_exit(cl, app_exit_for_err(ev->failure->err));
     break;
   case EPODE_EV_CLOSED: {
     const epode_failure *f = ev->failure ? ev->failure : epode_conn_failure(cl->conn);
-    if (f && f->err != EPODE_OK) {
+    if (broke_while_closing(cl, f)) {
+      /* Only a warning (printed once above). */
+    } else if (f && f->err != EPODE_OK) {
       report_failure(cl, f);
       app_client_set_exit(cl, app_exit_for_err(f->err));
     } else if (!cl->closing && cl->exit_code < 0) {
@@ -249,8 +316,10 @@ static void on_signal_fd(epode_loop *loop, int fd, unsigned events, void *ud) {
 }
 
 int app_client_start(app_client **out, const char *cmd, const epode_config *cfg,
-                     uint32_t connect_timeout_ms, int verbose, const app_client_hooks *hooks,
-                     void *ud) {
+                     const app_account *acct, const app_client_hooks *hooks, void *ud) {
+  /* With --reconnect the program keeps trying to get its first session too;
+   * --timeout then bounds each attempt (the library's timeouts). */
+  uint32_t connect_timeout_ms = acct->reconnect ? 0 : app_connect_timeout_ms(acct);
   *out = NULL;
   app_client *cl = calloc(1, sizeof *cl);
   if (!cl) {
@@ -260,8 +329,10 @@ int app_client_start(app_client **out, const char *cmd, const epode_config *cfg,
   cl->cmd = cmd;
   cl->hooks = *hooks;
   cl->ud = ud;
-  cl->verbose = verbose;
+  cl->verbose = acct->verbose;
   cl->connect_timeout_ms = connect_timeout_ms;
+  cl->reconnect = acct->reconnect;
+  cl->max_attempts = acct->rc_attempts;
   cl->sigfd = -1;
   cl->exit_code = -1;
 

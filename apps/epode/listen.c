@@ -94,17 +94,23 @@ static int on_listen_timeout(epode_loop *loop, void *ud) {
   return 0;
 }
 
+/* Initial presence: without it the server does not route messages sent to
+ * the bare JID to this resource. */
+static epode_err send_presence(epode_session *s, const char **what) {
+  epode_stanza *presence = NULL;
+  *what = "building the presence";
+  epode_err err = epode_presence_new(&presence, NULL);
+  if (!err) *what = "sending the presence", err = epode_session_send(s, presence);
+  epode_stanza_free(presence);
+  return err;
+}
+
 static void on_ready(app_client *cl, const char *jid, void *ud) {
   listen_ctx *lc = ud;
   epode_session *s = app_client_session(cl);
-  epode_stanza *presence = NULL;
   const char *what = "adding the message handler";
   epode_err err = epode_session_add_handler(s, "message", NULL, NULL, on_message, lc);
-  /* Initial presence: without it the server does not route messages sent to
-   * the bare JID to this resource. */
-  if (!err) what = "building the presence", err = epode_presence_new(&presence, NULL);
-  if (!err) what = "sending the presence", err = epode_session_send(s, presence);
-  epode_stanza_free(presence);
+  if (!err) err = send_presence(s, &what);
   if (!err && lc->timeout_set)
     what = "starting the timer", err = epode_loop_timer_start(app_client_loop(cl), NULL,
                                                               lc->timeout_ms, 0,
@@ -116,6 +122,23 @@ static void on_ready(app_client *cl, const char *jid, void *ud) {
     return;
   }
   fprintf(stderr, "epode: listening as %s\n", jid ? jid : "(unknown JID)");
+  fflush(stderr);
+}
+
+/* --reconnect: a resumed stream still has our presence (and handlers); a
+ * fresh session keeps the handlers but the server forgot the presence. */
+static void on_restored(app_client *cl, const char *jid, int resumed, void *ud) {
+  listen_ctx *lc = ud;
+  if (resumed || lc->done) return;
+  const char *what;
+  epode_err err = send_presence(app_client_session(cl), &what);
+  if (err) {
+    app_err("%s: %s", what, epode_strerror(err));
+    lc->done = 1;
+    app_client_close(cl, APP_EXIT_ERROR);
+    return;
+  }
+  fprintf(stderr, "epode: listening as %s (new session)\n", jid ? jid : "(unknown JID)");
   fflush(stderr);
 }
 
@@ -139,9 +162,8 @@ int app_cmd_listen(const app_command *cmd, int argc, char **argv) {
   epode_config *cfg = NULL;
   rc = app_account_config(&cfg, &acct, "listen");
   if (rc) return rc;
-  app_client_hooks hooks = {on_ready, NULL};
-  rc = app_client_start(&lc.cl, "listen", cfg, app_connect_timeout_ms(&acct), acct.verbose,
-                        &hooks, &lc);
+  app_client_hooks hooks = {on_ready, NULL, on_restored};
+  rc = app_client_start(&lc.cl, "listen", cfg, &acct, &hooks, &lc);
   epode_config_free(cfg);
   if (!rc) rc = app_client_run(lc.cl);
   app_client_free(lc.cl);

@@ -22,12 +22,17 @@ static const app_command commands[] = {
      "standard input, sent exactly as read (a final newline included); it must be\n"
      "UTF-8 text that XML can carry (no NUL or control characters other than tab,\n"
      "LF and CR) and at most 1 MiB, else the exit status is 2. The exit status is\n"
-     "also non-zero when a message was neither acknowledged by the server (XEP-0198)\n"
-     "nor confirmed by a clean close: its delivery is then unknown.",
+     "0 only if every message was acknowledged by the server (XEP-0198) or\n"
+     "confirmed by the clean close; otherwise (1) a summary on stderr says how many\n"
+     "were not - \"epode: N messages: A acknowledged, F not acknowledged\" (with -v\n"
+     "always) - and, with --each-line, \"epode: not acknowledged: line K\" for each:\n"
+     "their delivery is unknown. With --reconnect, messages are sent again after a\n"
+     "lost connection, and send waits for every acknowledgement before closing.",
      "  -m, --message TEXT    the message body (default: read standard input)\n"
      "  -t, --type TYPE       chat (default), normal or headline\n"
      "  --each-line           send every line of standard input as its own message,\n"
-     "                        as it is read, over one session (logs, scripts)\n",
+     "                        as it is read, over one session (logs, scripts);\n"
+     "                        input is read only as fast as the server takes it\n",
      app_cmd_send, 1},
     {"listen", "print incoming messages",
      "listen [OPTIONS] [--count N] [--timeout S] [--json]",
@@ -39,11 +44,14 @@ static const app_command commands[] = {
      "  --json: {\"from\":…,\"to\":…,\"type\":…,\"id\":…,\"body\":…}   (absent attributes\n"
      "          are null; strings are JSON-escaped, UTF-8 passes through)\n"
      "Ends after --count N messages (exit 0), at --timeout S (exit 0, or 6 if\n"
-     "--count was given and not reached), or on SIGINT/SIGTERM (clean close, exit 0).",
+     "--count was given and not reached), or on SIGINT/SIGTERM (clean close, exit 0).\n"
+     "With --reconnect it survives lost connections; when the stream cannot be\n"
+     "resumed it sends its presence again on the new session and prints\n"
+     "\"epode: listening as FULLJID (new session)\".",
      "  -n, --count N         stop after N messages\n"
      "  --timeout S           stop after listening S seconds (counted from the\n"
-     "                        moment the session is ready; it also bounds the\n"
-     "                        connection establishment)\n"
+     "                        moment the session is first ready; it also bounds\n"
+     "                        the connection establishment)\n"
      "  --json                print JSON lines instead of FROM: BODY\n",
      app_cmd_listen, 1},
     {"help", "show help for a command", "help [COMMAND]",
@@ -79,9 +87,23 @@ int app_usage_error(const char *cmd, const char *fmt, ...) {
   return APP_EXIT_USAGE;
 }
 
+/* "  N  text", wrapped at 79 columns under the text. */
+static void print_exit_code(FILE *f, int code, const char *text) {
+  const size_t width = 79 - 5;
+  fprintf(f, "  %d  ", code);
+  while (strlen(text) > width) {
+    size_t cut = width;
+    while (cut > 0 && text[cut] != ' ') cut--;
+    if (cut == 0) break;
+    fprintf(f, "%.*s\n     ", (int)cut, text);
+    text += cut + 1;
+  }
+  fprintf(f, "%s\n", text);
+}
+
 void app_print_exit_codes(FILE *f) {
   fputs("Exit status:\n", f);
-#define APP__EXIT_LINE(name, code, text) fprintf(f, "  %d  %s\n", code, text);
+#define APP__EXIT_LINE(name, code, text) print_exit_code(f, code, text);
   APP_EXIT_MAP(APP__EXIT_LINE)
 #undef APP__EXIT_LINE
 }
