@@ -220,7 +220,9 @@ size_t epode_session_sm_unacked(const epode_session *s);
  * account and framing) before starting it: the session then asks the
  * server to resume instead of binding. Restored stanzas report their fate
  * to `fn` (may be NULL). EPODE_ERR_INVAL for data that is not a saved
- * state, is damaged, or belongs to another account or framing. The state
+ * state, is damaged, or belongs to another account. The session takes the
+ * framing it was saved with; an epode_conn sets its own when it connects
+ * (a state saved over TCP can resume over WebSocket and back). The state
  * holds no secret, but it names the stream: whoever has it (and the
  * account's credentials) can take the stream over. Do not close the old
  * session (closing ends the stream for the server); just drop it. */

@@ -1396,6 +1396,8 @@ static epode_err begin_connect(epode_conn *c) {
     }
   }
   if (c->cfg->transport == EPODE_TRANSPORT_BOSH) return start_bosh(c);
+  /* A restored session may carry another framing: a TCP stream is a stream. */
+  if (!c->ws && (e = epode_session_set_framing(c->s, EPODE_FRAMING_STREAM))) return e;
   if ((e = epode__dns_new(&c->dns, c->cfg, dns_sock_cb, c))) return e;
   if (c->dns_servers && (e = epode__dns_set_servers(c->dns, c->dns_servers))) {
     epode__dns_free(c->dns);

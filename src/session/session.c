@@ -285,6 +285,13 @@ static void drop_stream(epode_session *s) {
 /* The connection is gone but reconnection is on: keep the session for the
  * next one and say when that should start. */
 static void suspend(epode_session *s) {
+  if (s->neg == NEG_WAIT_RESUME) {
+    /* The stream broke while the server was answering <resume/> (or never
+     * did): do not bet the next attempt on it too. */
+    epode__log(s->cfg, EPODE_LOG_WARN, "sm",
+               "no answer to <resume/>; the next attempt starts a fresh session");
+    epode__sm_fresh(s);
+  }
   drop_stream(s);
   s->rc_attempts++;
   uint32_t delay = backoff(s);

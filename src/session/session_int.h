@@ -173,6 +173,7 @@ struct epode_session {
   uint64_t sm_r_due;   /* when to ask for an ack (0: not pending) */
   epode__unacked *ua_head, *ua_tail;
   size_t ua_count;
+  epode_framing ua_framing; /* what the kept bytes were written for */
   int sm_resume_ok;    /* the server allows resuming this stream */
   uint32_t sm_max;     /* how long it keeps it (seconds; 0: unsaid) */
   uint64_t lost_at;    /* when the connection broke (0: unknown) */

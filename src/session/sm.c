@@ -86,6 +86,7 @@ epode_err epode__sm_sent(epode_session *s, epode_delivery_fn fn, void *ud, const
     u->ud = ud;
     u->len = keep;
     if (keep) memcpy(u->data, data, keep);
+    if (keep) s->ua_framing = s->framing;
     append(s, u);
   }
   return counting ? ack_policy(s) : EPODE_OK;
@@ -267,6 +268,33 @@ epode_err epode__sm_resume(epode_session *s) {
   return e;
 }
 
+/* Kept bytes written on a stream (where jabber:client is implied) going
+ * out framed (a restored state on another transport): each element must
+ * declare its namespace (RFC 7395 §3.3.3), unless it already does. */
+static epode_err write_kept(epode_session *s, const epode__unacked *u) {
+  static const char decl[] = " xmlns='" EPODE_NS_CLIENT "'";
+  const char *d = u->data;
+  size_t n = u->len, name = 1;
+  if (s->framing == EPODE_FRAMING_STREAM || s->ua_framing != EPODE_FRAMING_STREAM || n < 2 ||
+      d[0] != '<')
+    return epode__session_write(s, d, n);
+  while (name < n && !strchr(" \t\r\n/>", d[name])) name++;
+  const char *gt = memchr(d, '>', n);
+  size_t tag = gt ? (size_t)(gt - d) : n;
+  for (size_t i = name; i + 6 <= tag; i++)
+    if (strchr(" \t\r\n", d[i]) && !memcmp(d + i + 1, "xmlns", 5) &&
+        (d[i + 6] == '=' || strchr(" \t\r\n", d[i + 6])))
+      return epode__session_write(s, d, n);
+  char *x = epode__alloc(s->mem, n + sizeof decl - 1);
+  if (!x) return EPODE_ERR_NOMEM;
+  memcpy(x, d, name);
+  memcpy(x + name, decl, sizeof decl - 1);
+  memcpy(x + name + sizeof decl - 1, d + name, n - name);
+  epode_err e = epode__session_write(s, x, n + sizeof decl - 1);
+  epode__free(s->mem, x);
+  return e;
+}
+
 /* Writes the kept stanzas again. On a resumed stream they keep their
  * numbers; on a fresh one they are counted anew (or, without XEP-0198
  * there, written once more and kept only if tracked). */
@@ -281,7 +309,7 @@ static epode_err resend(epode_session *s, int fresh) {
   for (epode__unacked *u = list, *next; u; u = next) {
     next = u->next;
     if (!e && u->len) {
-      e = epode__session_write(s, u->data, u->len);
+      e = write_kept(s, u);
       if (!e) epode__session_log_out(s, u->data, u->len);
       if (!e) n++;
     }

@@ -54,7 +54,8 @@ epode_err epode_session_save(const epode_session *s, char **out, size_t *len) {
   epode_err e = epode__buf_append_str(&b, MAGIC);
   if (!e) e = rec_str(&b, "account", epode_jid_bare(s->jid));
   if (!e) e = rec_str(&b, "jid", s->bound_jid);
-  if (!e) e = rec_str(&b, "framing", framing_name(s->framing));
+  /* The framing the kept bytes were written for (stream: no xmlns). */
+  if (!e) e = rec_str(&b, "framing", framing_name(s->ua_head ? s->ua_framing : s->framing));
   if (!e) e = rec_str(&b, "id", s->sm_id);
   if (!e) e = rec_u32(&b, "hin", s->sm_h_in);
   if (!e) e = rec_u32(&b, "hsent", s->sm_h_sent);
@@ -142,6 +143,7 @@ epode_err epode_session_restore(epode_session *s, const void *data, size_t len,
   static const char *const head[] = {"account", "jid", "framing", "id", "hin", "hsent", "hacked"};
   char *jid = NULL, *id = NULL;
   uint32_t hin = 0, hsent = 0, hacked = 0;
+  epode_framing framing = EPODE_FRAMING_STREAM;
   epode__unacked *list = NULL, **tail = &list;
   size_t count = 0;
   const char *why = NULL;
@@ -160,7 +162,10 @@ epode_err epode_session_restore(epode_session *s, const void *data, size_t len,
       else if (!(jid = epode__strndup(s->mem, r.v, r.n))) e = EPODE_ERR_NOMEM;
       break;
     case 2:
-      if (!eq(&r, framing_name(s->framing))) why = "it was saved on another transport framing";
+      if (eq(&r, "stream")) framing = EPODE_FRAMING_STREAM;
+      else if (eq(&r, "websocket")) framing = EPODE_FRAMING_WEBSOCKET;
+      else if (eq(&r, "bosh")) framing = EPODE_FRAMING_BOSH;
+      else why = "unknown framing";
       break;
     case 3:
       if (!clean_text(&r, 1024)) why = "bad stream id";
@@ -241,6 +246,10 @@ epode_err epode_session_restore(epode_session *s, const void *data, size_t len,
     tail = &u->next;
   }
   if (!why && !e && (uint32_t)(hsent - hacked) < count) why = "counts do not match the stanzas";
+  /* The session takes the saved framing; the connection sets its own when
+   * it connects, and kept bytes written on a stream get their namespace
+   * declared if they go out framed. */
+  if (!why && !e) e = epode_session_set_framing(s, framing);
   if (why || e) {
     if (why)
       epode__log(s->cfg, EPODE_LOG_WARN, "sm", "restore: rejected saved state: %s", why);
@@ -267,6 +276,7 @@ epode_err epode_session_restore(epode_session *s, const void *data, size_t len,
   s->sm_h_acked = hacked;
   s->ua_head = list;
   s->ua_count = count;
+  s->ua_framing = framing;
   s->ua_tail = NULL;
   for (epode__unacked *u = list; u; u = u->next) s->ua_tail = u;
   epode__log(s->cfg, EPODE_LOG_INFO, "sm", "restored stream %s with %zu unacknowledged stanza%s",

@@ -38,18 +38,50 @@
  * Fragment mode feeds expat a synthetic "<w>" wrapper first, so top-level
  * elements sit at depth 1 exactly like stanzas inside a stream.
  *
- * Stream restart from inside a callback: expat cannot be reset while it is
+ * Releasing expat between stanzas: an expat instance costs ~7-10 KiB (its
+ * structures, hash tables, input buffer), most of the memory of an idle
+ * session. When a feed() ends exactly at a stanza boundary (depth 1, no
+ * partial element, expat holding no unparsed bytes), the parser lets go of
+ * its instance; the next feed() takes it back if it is still parked (see
+ * "parking" below), or else creates a new one and primes it: in stream
+ * mode with a copy of the stream header's start tag, the same qualified
+ * name (so </stream:stream> still matches) and every namespace declaration
+ * it made, so stanzas resolve exactly as before; in fragment mode with the
+ * wrapper. Nothing else of the document matters at that point: a DTD is
+ * refused, entities other than the predefined ones cannot exist, and the
+ * only open element is the header (or wrapper). The priming bytes are
+ * parsed before the handlers are installed, so no callback sees them. Byte
+ * counts (limits, UTF-8 error offsets) and the line and column of error
+ * messages are kept in the input's own coordinates across instances
+ * (doc_start, line0/col0), so callers cannot tell whether a stanza was
+ * parsed by a new instance. A parser creates its first instance at its
+ * first feed (a BOSH session's parser is never fed and never holds one),
+ * and reset() frees the instance instead of resetting it (nothing is held
+ * while TLS is negotiated).
+ *
+ * Why release on every feed that ends at a boundary rather than guess
+ * when the stream has gone idle: the parser cannot know that no more input
+ * is coming, and whichever feed it skipped could be the last before hours
+ * of silence. Making a new instance costs ~3-4 µs (expat's ~30 allocations
+ * and its first parse of each name), more than a whole stanza otherwise;
+ * parking makes that a cost per switch between sessions instead of per
+ * stanza.
+ *
+ * Stream restart from inside a callback: expat cannot be freed while it is
  * running, so reset() then only sets a flag and stops expat; feed() does
  * the actual reset once XML_Parse() has returned and drops the rest of the
  * input. */
 #include "xml/parser.h"
 
 #include <expat.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 
 #include "epode_limits.h"
 #include "util/alloc.h"
@@ -74,49 +106,121 @@
 
 static const char wrapper[] = "<w>";
 
+/* Size of the error message buffer, allocated at the first error. */
+#define ERRMSG_SIZE 256u
+/* A text buffer grown past this is freed when expat is released, so one
+ * large stanza does not pin its size to an idle session. */
+#define TBUF_KEEP 4096u
+
 struct epode__xml_parser {
   epode_mem mem;
-  XML_Parser xp;
+  XML_Parser xp; /* NULL while released (see top) */
   epode__xml_callbacks cb;
   void *ud;
   int mode;
   size_t max_stanza;
   unsigned max_depth, max_attrs;
 
-  epode_err err;    /* sticky until reset */
-  char errmsg[256]; /* detail of err */
-  int stop;         /* a handler stopped expat: ignore further events */
-  int reset_req;    /* reset() was called during feed() */
+  epode_err err;  /* sticky until reset */
+  char *errmsg;   /* detail of err (ERRMSG_SIZE bytes, or NULL) */
+  int stop;       /* a handler stopped expat: ignore further events */
+  int reset_req;  /* reset() was called during feed() */
   int in_feed;
   int header_seen;
+  int have_pos;       /* rel_line/rel_col were set by a release */
   unsigned depth;     /* open elements, the stream header / wrapper being 1 */
   epode_stanza *root; /* stanza being built */
   epode_stanza *cur;  /* its innermost open element */
-  char *default_ns;   /* default namespace declared on the stream header */
-  uint64_t fed;       /* bytes given to expat since the document started */
-  uint64_t mark;      /* start of what counts against the limit (see top) */
+  char *default_ns;   /* default namespace declared on the stream header,
+                         until the stream_start callback has seen it */
+  /* The stream header's start tag as the priming input for a new expat
+   * instance: "<" qname, its namespace declarations, ">". Built while the
+   * header is parsed (hdr_len bytes so far); NULL if it could not be
+   * captured, and then expat is never released. */
+  char *hdr;
+  size_t hdr_len;
+  uint64_t fed;  /* input bytes given to expat since the document started */
+  uint64_t mark; /* start of what counts against the limit (see top) */
   uint64_t root_tag_end;
-  size_t arena_hint; /* see ARENA_FIRST_HINT */
+  /* The current expat instance: the input byte index of its first byte
+   * after the priming bytes (plen of them), and the input's line (1-based)
+   * and column (0-based) there, expat being at column pcol of line 1. */
+  uint64_t doc_start;
+  size_t plen;
+  unsigned long line0, col0, pcol;
+  /* Where the input stood at the last release: the start of the next
+   * instance if a new one has to be made. */
+  unsigned long rel_line, rel_col;
+  /* The instance parked for this parser (see "parking"), 0 if none. */
+  uint64_t park_serial;
+  /* expat's hash salt, the same for every instance (see new_salt) */
+  unsigned char salt[16];
+  int salt_state; /* 0: not made yet, 1: made, -1: none (expat picks) */
+  size_t arena_hint;  /* see ARENA_FIRST_HINT */
   /* Character data of the innermost open element not yet made a text
    * node; the buffer is kept across stanzas. */
   char *tbuf;
   size_t tlen, tcap;
 };
 
+/* ------------------------------------------------------------ positions */
+
+/* Input byte index of expat's current event (see doc_start). */
+static uint64_t cur_index(const epode__xml_parser *p) {
+  XML_Index i = XML_GetCurrentByteIndex(p->xp);
+  uint64_t u = i < 0 ? 0 : (uint64_t)i;
+  return p->doc_start + (u > p->plen ? u - p->plen : 0);
+}
+
+static uint64_t cur_end(const epode__xml_parser *p) {
+  return cur_index(p) + (uint64_t)XML_GetCurrentByteCount(p->xp);
+}
+
+/* Line (1-based) and column (0-based, in characters) of expat's current
+ * event in the input. The priming bytes never contain a line break. */
+static void cur_pos(const epode__xml_parser *p, unsigned long *line, unsigned long *col) {
+  unsigned long l = (unsigned long)XML_GetCurrentLineNumber(p->xp);
+  unsigned long c = (unsigned long)XML_GetCurrentColumnNumber(p->xp);
+  if (l <= 1) {
+    *line = p->line0;
+    *col = p->col0 + (c > p->pcol ? c - p->pcol : 0);
+  } else {
+    *line = p->line0 + (l - 1);
+    *col = c;
+  }
+}
+
 /* ------------------------------------------------------------ errors */
+
+/* Formats the message of the error being recorded (p->err already set).
+ * Without memory for it, errmsg() falls back to the error's name. */
+__attribute__((format(printf, 3, 0)))
+static void vset_msg(epode__xml_parser *p, int with_pos, const char *fmt, va_list ap) {
+  if (!p->errmsg && !(p->errmsg = epode__alloc(&p->mem, ERRMSG_SIZE))) return;
+  int n = 0;
+  if (with_pos && p->xp) {
+    unsigned long line, col;
+    cur_pos(p, &line, &col);
+    n = snprintf(p->errmsg, ERRMSG_SIZE, "line %lu, column %lu: ", line, col + 1);
+  }
+  if (n < 0) n = 0;
+  if ((size_t)n < ERRMSG_SIZE) vsnprintf(p->errmsg + n, ERRMSG_SIZE - (size_t)n, fmt, ap);
+}
+
+__attribute__((format(printf, 3, 4)))
+static void set_msg(epode__xml_parser *p, int with_pos, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vset_msg(p, with_pos, fmt, ap);
+  va_end(ap);
+}
 
 __attribute__((format(printf, 4, 0)))
 static void vset_error(epode__xml_parser *p, epode_err err, int with_pos, const char *fmt,
                        va_list ap) {
   if (p->err) return;
   p->err = err;
-  int n = 0;
-  if (with_pos)
-    n = snprintf(p->errmsg, sizeof p->errmsg,
-                 "line %lu, column %lu: ", (unsigned long)XML_GetCurrentLineNumber(p->xp),
-                 (unsigned long)XML_GetCurrentColumnNumber(p->xp) + 1);
-  if (n < 0) n = 0;
-  if ((size_t)n < sizeof p->errmsg) vsnprintf(p->errmsg + n, sizeof p->errmsg - (size_t)n, fmt, ap);
+  vset_msg(p, with_pos, fmt, ap);
 }
 
 /* Records an error from inside an expat handler and stops expat. */
@@ -168,13 +272,82 @@ static epode_err map_expat_error(enum XML_Error code) {
   }
 }
 
-static uint64_t cur_index(const epode__xml_parser *p) {
-  XML_Index i = XML_GetCurrentByteIndex(p->xp);
-  return i < 0 ? 0 : (uint64_t)i;
+/* ------------------------------------------------------------ the header copy */
+
+/* Appends n bytes to the header copy; 0 without memory. */
+static int hdr_append(epode__xml_parser *p, const char *s, size_t n) {
+  char *b = epode__realloc(&p->mem, p->hdr, p->hdr_len + n + 1);
+  if (!b) return 0;
+  memcpy(b + p->hdr_len, s, n);
+  p->hdr = b;
+  p->hdr_len += n;
+  b[p->hdr_len] = '\0';
+  return 1;
 }
 
-static uint64_t cur_end(const epode__xml_parser *p) {
-  return cur_index(p) + (uint64_t)XML_GetCurrentByteCount(p->xp);
+/* Appends a namespace declaration, its URI escaped so that expat reads
+ * back exactly the same string (attribute value normalisation would turn
+ * a literal tab or line break into a space) and the copy stays on one
+ * line. */
+static int hdr_append_decl(epode__xml_parser *p, const char *prefix, const char *uri) {
+  if (!hdr_append(p, " xmlns", 6)) return 0;
+  if (prefix && (!hdr_append(p, ":", 1) || !hdr_append(p, prefix, strlen(prefix)))) return 0;
+  if (!hdr_append(p, "='", 2)) return 0;
+  for (const char *s = uri ? uri : ""; *s; s++) {
+    unsigned char c = (unsigned char)*s;
+    char esc[8];
+    int n;
+    if (c == '&')
+      n = snprintf(esc, sizeof esc, "&amp;");
+    else if (c == '<')
+      n = snprintf(esc, sizeof esc, "&lt;");
+    else if (c == '\'')
+      n = snprintf(esc, sizeof esc, "&apos;");
+    else if (c < 0x20)
+      n = snprintf(esc, sizeof esc, "&#%u;", (unsigned)c);
+    else {
+      if (!hdr_append(p, s, 1)) return 0;
+      continue;
+    }
+    if (!hdr_append(p, esc, (size_t)n)) return 0;
+  }
+  return hdr_append(p, "'", 1);
+}
+
+/* On the stream header's start tag (from its start handler): completes the
+ * copy with the tag's qualified name as received, read from expat's input
+ * buffer (expat only reports names resolved). Without it (expat built
+ * without XML_CONTEXT_BYTES), the copy is dropped and expat kept. */
+static void hdr_finish(epode__xml_parser *p) {
+  int off = 0, size = 0;
+  const char *ctx = XML_GetInputContext(p->xp, &off, &size);
+  size_t qlen = 0;
+  if (ctx && off >= 0 && off < size && ctx[off] == '<') {
+    const char *q = ctx + off + 1, *end = ctx + size;
+    while (q + qlen < end && !strchr(" \t\r\n/>", q[qlen]))
+      qlen++;
+    if (q + qlen == end) qlen = 0;
+  }
+  if (!qlen) {
+    epode__free(&p->mem, p->hdr);
+    p->hdr = NULL;
+    p->hdr_len = 0;
+    return;
+  }
+  size_t decls = p->hdr_len;
+  /* "<" qname decls ">" */
+  char *b = epode__realloc(&p->mem, p->hdr, 1 + qlen + decls + 2);
+  if (!b) {
+    fail(p, EPODE_ERR_NOMEM, "out of memory");
+    return;
+  }
+  if (decls) memmove(b + 1 + qlen, b, decls);
+  b[0] = '<';
+  memcpy(b + 1, ctx + off + 1, qlen);
+  b[1 + qlen + decls] = '>';
+  b[2 + qlen + decls] = '\0';
+  p->hdr = b;
+  p->hdr_len = 1 + qlen + decls + 1;
 }
 
 /* ------------------------------------------------------------ handlers */
@@ -200,6 +373,9 @@ static void emit_stream_start(epode__xml_parser *p, const XML_Char *name, const 
     e = p->cb.stream_start(p->ud, epode_stanza_name(hdr), epode_stanza_ns(hdr), p->default_ns, arr);
   epode__free(&p->mem, (void *)arr);
   epode_stanza_free(hdr);
+  /* Only the callback needed it. */
+  epode__free(&p->mem, p->default_ns);
+  p->default_ns = NULL;
   if (e) fail(p, e, "stream header rejected by the callback (%s)", epode_err_name(e));
 }
 
@@ -241,7 +417,10 @@ static void XMLCALL on_start(void *ud, const XML_Char *name, const XML_Char **at
     p->depth = 1;
     p->header_seen = 1;
     p->mark = cur_end(p);
-    if (p->mode == EPODE__XML_STREAM) emit_stream_start(p, name, atts);
+    if (p->mode == EPODE__XML_STREAM) {
+      hdr_finish(p);
+      if (!p->stop) emit_stream_start(p, name, atts);
+    }
     return;
   }
   /* p->depth is now the depth of this element within its stanza (root 1). */
@@ -347,9 +526,16 @@ static void XMLCALL on_text(void *ud, const XML_Char *s, int len) {
   p->mark = cur_end(p);
 }
 
+/* Declarations on the stream header (depth 0) are kept for the header
+ * copy; the default namespace also for the stream_start callback. */
 static void XMLCALL on_ns_decl(void *ud, const XML_Char *prefix, const XML_Char *uri) {
   epode__xml_parser *p = ud;
-  if (p->stop || p->depth != 0 || prefix) return;
+  if (p->stop || p->depth != 0 || p->header_seen) return;
+  if (!hdr_append_decl(p, prefix, uri)) {
+    fail(p, EPODE_ERR_NOMEM, "out of memory");
+    return;
+  }
+  if (prefix) return;
   epode__free(&p->mem, p->default_ns);
   p->default_ns = epode__strdup(&p->mem, uri ? uri : "");
   if (!p->default_ns) fail(p, EPODE_ERR_NOMEM, "out of memory");
@@ -421,12 +607,36 @@ static int XMLCALL on_external_entity(XML_Parser xp, const XML_Char *context, co
   return XML_STATUS_ERROR;
 }
 
-/* ------------------------------------------------------------ setup */
+/* ------------------------------------------------------------ expat instances */
 
-/* Installs handlers (expat clears them on reset) and starts a document. */
-static epode_err setup(epode__xml_parser *p) {
-  XML_Parser xp = p->xp;
-  XML_SetUserData(xp, p);
+/* A random hash salt per parser, the same for each of its instances:
+ * expat would otherwise make a getrandom() call for every new instance.
+ * Expat 2.8 takes 16 bytes (and deprecates the unsigned long), older ones
+ * an unsigned long. Without entropy, expat picks its own, as before. */
+#if XML_MAJOR_VERSION > 2 || (XML_MAJOR_VERSION == 2 && XML_MINOR_VERSION >= 8) || \
+    defined(XML_BACKPORT_SET_HASH_SALT_16_BYTES)
+#define SALT16 1
+#define SALT_BYTES 16u
+#else
+#define SALT16 0
+#define SALT_BYTES sizeof(unsigned long)
+#endif
+
+static void set_salt(epode__xml_parser *p, XML_Parser xp) {
+  if (!p->salt_state)
+    p->salt_state =
+        getrandom(p->salt, SALT_BYTES, GRND_NONBLOCK) == (ssize_t)SALT_BYTES ? 1 : -1;
+  if (p->salt_state < 0) return;
+#if SALT16
+  XML_SetHashSalt16Bytes(xp, p->salt);
+#else
+  unsigned long s;
+  memcpy(&s, p->salt, sizeof s);
+  if (s) XML_SetHashSalt(xp, s); /* 0 would mean "not set" */
+#endif
+}
+
+static void install_handlers(XML_Parser xp) {
   XML_SetElementHandler(xp, on_start, on_end);
   XML_SetCharacterDataHandler(xp, on_text);
   XML_SetStartNamespaceDeclHandler(xp, on_ns_decl);
@@ -440,47 +650,171 @@ static epode_err setup(epode__xml_parser *p) {
   XML_SetProcessingInstructionHandler(xp, on_pi);
   XML_SetSkippedEntityHandler(xp, on_skipped_entity);
   XML_SetExternalEntityRefHandler(xp, on_external_entity);
+}
+
+/* Creates the expat instance for the next input: a fresh document, or, in
+ * fragment mode or after a release, one primed with the wrapper or the
+ * header copy (see top). The priming bytes are parsed before the handlers
+ * are installed, so no callback sees them. */
+static epode_err open_expat(epode__xml_parser *p) {
+  const char *prime = NULL;
+  size_t plen = 0;
+  if (p->mode == EPODE__XML_FRAGMENTS) {
+    prime = wrapper;
+    plen = sizeof(wrapper) - 1;
+  } else if (p->header_seen) {
+    prime = p->hdr; /* non-NULL, or expat would not have been released */
+    plen = p->hdr_len;
+  }
+  if (plen > (size_t)INT32_MAX) return EPODE_ERR_NOMEM;
+  /* expat's memory hooks take no user data, so expat itself allocates with
+   * the C library; everything epode builds uses `mem`. */
+  XML_Parser xp = XML_ParserCreateNS("UTF-8", NS_SEP);
+  if (!xp) return EPODE_ERR_NOMEM;
+  set_salt(p, xp);
+  XML_SetUserData(xp, p);
   XML_SetParamEntityParsing(xp, XML_PARAM_ENTITY_PARSING_NEVER);
 #if XML_MAJOR_VERSION > 2 || (XML_MAJOR_VERSION == 2 && XML_MINOR_VERSION >= 6)
   /* Deferral would hold back callbacks for large tokens; we bound tokens
    * ourselves and want events as soon as the bytes are there. */
   XML_SetReparseDeferralEnabled(xp, XML_FALSE);
 #endif
-  if (p->mode == EPODE__XML_FRAGMENTS) {
-    p->fed = sizeof(wrapper) - 1;
-    if (XML_Parse(xp, wrapper, (int)(sizeof(wrapper) - 1), XML_FALSE) != XML_STATUS_OK)
-      return EPODE_ERR_NOMEM; /* the only way a constant "<w>" can fail */
+  unsigned long pcol = 0;
+  if (plen) {
+    /* Our own well-formed bytes: only lack of memory can fail them. */
+    if (XML_Parse(xp, prime, (int)plen, XML_FALSE) != XML_STATUS_OK ||
+        XML_GetCurrentByteIndex(xp) != (XML_Index)plen || XML_GetCurrentLineNumber(xp) != 1) {
+      XML_ParserFree(xp);
+      return EPODE_ERR_NOMEM;
+    }
+    pcol = (unsigned long)XML_GetCurrentColumnNumber(xp);
   }
+  install_handlers(xp);
+  p->xp = xp;
+  p->doc_start = p->fed;
+  p->plen = plen;
+  p->pcol = pcol;
+  if (p->have_pos) {
+    p->line0 = p->rel_line;
+    p->col0 = p->rel_col;
+  } else {
+    /* A new document: expat's own positions, the wrapper included. */
+    p->line0 = 1;
+    p->col0 = pcol;
+  }
+  if (p->mode == EPODE__XML_FRAGMENTS) p->depth = p->header_seen = 1;
   return EPODE_OK;
 }
 
+/* ------------------------------------------------------------ parking */
+
+/* A released instance is not freed at once: it is parked in a slot of the
+ * calling thread, which holds one instance. If the next feed on that
+ * thread is for the same parser (the next TLS record or WebSocket message
+ * of the same read, or the next read of the only busy session), it takes
+ * its instance back as it left it, at no cost. Otherwise the next release
+ * on the thread, by whichever parser, frees it, and its owner makes a new
+ * one when its input comes. So a thread holds at most one idle instance
+ * whatever the number of sessions, and a busy stream whose reads end at
+ * stanza boundaries (one TLS record or WebSocket message per stanza) does
+ * not pay for a new instance per stanza. Serials are unique in the
+ * process, so a parser never mistakes another's instance for its own,
+ * even if it was freed on another thread and its address reused. */
+typedef struct parked {
+  XML_Parser xp;
+  uint64_t serial;
+} parked;
+
+static _Thread_local parked slot;
+static atomic_uint_least64_t park_serials;
+static pthread_once_t slot_once = PTHREAD_ONCE_INIT;
+static pthread_key_t slot_key;
+static int slot_key_ok;
+
+static void slot_free(parked *s) {
+  if (s->xp) XML_ParserFree(s->xp);
+  s->xp = NULL;
+  s->serial = 0;
+}
+
+/* At thread exit: the slot's instance would otherwise be lost. */
+static void slot_dtor(void *v) { slot_free(v); }
+
+static void slot_key_make(void) { slot_key_ok = pthread_key_create(&slot_key, slot_dtor) == 0; }
+
+static void close_expat(epode__xml_parser *p) {
+  if (p->xp) XML_ParserFree(p->xp);
+  p->xp = NULL;
+}
+
+/* Parks the parser's instance, freeing the one parked before. Without the
+ * thread-exit hook, frees it instead. */
+static void park(epode__xml_parser *p) {
+  slot_free(&slot);
+  pthread_once(&slot_once, slot_key_make);
+  if (!slot_key_ok || (!pthread_getspecific(slot_key) && pthread_setspecific(slot_key, &slot))) {
+    close_expat(p);
+    return;
+  }
+  slot.xp = p->xp;
+  slot.serial = p->park_serial = atomic_fetch_add(&park_serials, 1) + 1;
+  p->xp = NULL;
+}
+
+/* Takes the parser's parked instance back, if it is still there. */
+static int unpark(epode__xml_parser *p) {
+  uint64_t serial = p->park_serial;
+  p->park_serial = 0;
+  if (!serial || slot.serial != serial) return 0;
+  p->xp = slot.xp;
+  slot.xp = NULL;
+  slot.serial = 0;
+  return 1;
+}
+
+/* Frees the parser's parked instance, if it is still there. */
+static void drop_parked(epode__xml_parser *p) {
+  if (p->park_serial && slot.serial == p->park_serial) slot_free(&slot);
+  p->park_serial = 0;
+}
+
+/* At the end of a feed: releases expat if the input is at a stanza
+ * boundary and expat holds no unparsed bytes (see top). */
+static void maybe_release(epode__xml_parser *p) {
+  if (!p->xp || p->err || p->stop || !p->header_seen || p->depth != 1 || p->root) return;
+  /* In stream mode, the header copy to prime a new instance with. */
+  if (p->mode == EPODE__XML_STREAM && !p->hdr) return;
+  /* Every byte fed was consumed by an event (a partial tag, a CR that
+   * may start a CR LF pair, or a cut UTF-8 sequence stay in expat). */
+  if (p->mark != p->fed || cur_index(p) != p->fed) return;
+  cur_pos(p, &p->rel_line, &p->rel_col);
+  p->have_pos = 1;
+  park(p);
+  if (p->tcap > TBUF_KEEP) {
+    epode__free(&p->mem, p->tbuf);
+    p->tbuf = NULL;
+    p->tcap = 0;
+  }
+}
+
 static void clear_state(epode__xml_parser *p) {
+  close_expat(p);
+  drop_parked(p);
   epode_stanza_free(p->root);
   p->root = p->cur = NULL;
   epode__free(&p->mem, p->default_ns);
   p->default_ns = NULL;
+  epode__free(&p->mem, p->hdr);
+  p->hdr = NULL;
+  p->hdr_len = 0;
+  epode__free(&p->mem, p->errmsg);
+  p->errmsg = NULL;
   p->err = EPODE_OK;
-  p->errmsg[0] = '\0';
   p->stop = p->reset_req = 0;
-  p->header_seen = 0;
+  p->header_seen = p->have_pos = 0;
   p->depth = 0;
   p->fed = p->mark = p->root_tag_end = 0;
   p->tlen = 0;
-}
-
-static epode_err do_reset(epode__xml_parser *p) {
-  clear_state(p);
-  if (XML_ParserReset(p->xp, "UTF-8") != XML_TRUE) {
-    p->err = EPODE_ERR_NOMEM;
-    snprintf(p->errmsg, sizeof p->errmsg, "could not reset the XML parser");
-    return p->err;
-  }
-  epode_err e = setup(p);
-  if (e) {
-    p->err = e;
-    snprintf(p->errmsg, sizeof p->errmsg, "could not start the XML parser");
-  }
-  return e;
 }
 
 epode_err epode__xml_parser_new(epode__xml_parser **out, const epode_mem *mem,
@@ -501,14 +835,7 @@ epode_err epode__xml_parser_new(epode__xml_parser **out, const epode_mem *mem,
   p->max_depth = limits && limits->max_depth ? limits->max_depth : EPODE_DEFAULT_MAX_DEPTH;
   p->max_attrs = limits && limits->max_attrs ? limits->max_attrs : EPODE_DEFAULT_MAX_ATTRS;
   p->arena_hint = ARENA_FIRST_HINT;
-  /* expat's memory hooks take no user data, so expat itself allocates with
-   * the C library; everything epode builds uses `mem`. */
-  p->xp = XML_ParserCreateNS("UTF-8", NS_SEP);
-  if (!p->xp || setup(p)) {
-    if (p->xp) XML_ParserFree(p->xp);
-    epode__free(mem, p);
-    return EPODE_ERR_NOMEM;
-  }
+  /* expat comes at the first feed. */
   *out = p;
   return EPODE_OK;
 }
@@ -516,10 +843,15 @@ epode_err epode__xml_parser_new(epode__xml_parser **out, const epode_mem *mem,
 void epode__xml_parser_free(epode__xml_parser *p) {
   if (!p) return;
   clear_state(p);
-  XML_ParserFree(p->xp);
   epode__free(&p->mem, p->tbuf);
   epode_mem m = p->mem;
   epode__free(&m, p);
+}
+
+int epode__xml_parser_holds_expat(const epode__xml_parser *p) {
+  if (!p) return 0;
+  if (p->xp) return 1;
+  return p->park_serial && slot.serial == p->park_serial ? 2 : 0;
 }
 
 /* ------------------------------------------------------------ feeding */
@@ -567,11 +899,10 @@ static int utf8_error(epode__xml_parser *p) {
   size_t n = (size_t)(size - off), bad = utf8_bad_at(s, n);
   if (bad > n) return 0;
   uint64_t at = cur_index(p) + bad;
-  if (p->mode == EPODE__XML_FRAGMENTS) at -= sizeof(wrapper) - 1;
   p->err = EPODE_ERR_XML_UTF8;
   p->stop = 1;
-  snprintf(p->errmsg, sizeof p->errmsg, "invalid UTF-8 at byte %llu of the input (byte 0x%02x)",
-           (unsigned long long)at, (unsigned)s[bad]);
+  set_msg(p, 0, "invalid UTF-8 at byte %llu of the input (byte 0x%02x)", (unsigned long long)at,
+          (unsigned)s[bad]);
   return 1;
 }
 
@@ -594,6 +925,15 @@ epode_err epode__xml_parser_feed(epode__xml_parser *p, const char *data, size_t 
   if (!p || (!data && len)) return EPODE_ERR_INVAL;
   if (p->in_feed) return EPODE_ERR_STATE;
   if (p->err) return p->err;
+  if (!len) return EPODE_OK;
+  if (!p->xp && !unpark(p)) {
+    epode_err e = open_expat(p);
+    if (e) {
+      p->err = e;
+      set_msg(p, 0, "could not start the XML parser");
+      return e;
+    }
+  }
   size_t off = 0;
   p->in_feed = 1;
   while (off < len) {
@@ -612,8 +952,8 @@ epode_err epode__xml_parser_feed(epode__xml_parser *p, const char *data, size_t 
        * callback error in the same feed is still returned once. */
       epode_err cb_err = p->err;
       p->in_feed = 0;
-      epode_err e = do_reset(p);
-      return e ? e : cb_err;
+      clear_state(p);
+      return cb_err;
     }
     if (st != XML_STATUS_OK) {
       if (!p->err && !utf8_error(p)) {
@@ -623,9 +963,7 @@ epode_err epode__xml_parser_feed(epode__xml_parser *p, const char *data, size_t 
         if (code == XML_ERROR_UNDEFINED_ENTITY)
           what = "entity reference not allowed in XMPP (only amp, lt, gt, quot, apos and "
                  "character references)";
-        snprintf(p->errmsg, sizeof p->errmsg, "line %lu, column %lu: %s",
-                 (unsigned long)XML_GetCurrentLineNumber(p->xp),
-                 (unsigned long)XML_GetCurrentColumnNumber(p->xp) + 1, what ? what : "error");
+        set_msg(p, 1, "%s", what ? what : "error");
       }
       break;
     }
@@ -635,6 +973,7 @@ epode_err epode__xml_parser_feed(epode__xml_parser *p, const char *data, size_t 
       break;
     }
   }
+  if (!p->err) maybe_release(p);
   p->in_feed = 0;
   return p->err;
 }
@@ -647,13 +986,15 @@ epode_err epode__xml_parser_reset(epode__xml_parser *p) {
     XML_StopParser(p->xp, XML_FALSE);
     return EPODE_OK;
   }
-  return do_reset(p);
+  /* The next feed starts a new document in a new expat instance. */
+  clear_state(p);
+  return EPODE_OK;
 }
 
 const char *epode__xml_parser_errmsg(const epode__xml_parser *p) {
   if (!p) return "no parser";
   if (!p->err) return "no error";
-  return p->errmsg[0] ? p->errmsg : epode_strerror(p->err);
+  return p->errmsg && p->errmsg[0] ? p->errmsg : epode_strerror(p->err);
 }
 
 size_t epode__xml_parser_pending(const epode__xml_parser *p) {

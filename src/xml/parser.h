@@ -44,7 +44,11 @@
  *
  * Memory: the parser and every tree it builds use `mem`; expat's own
  * internal buffers use the C library allocator (expat's hooks cannot carry
- * user data). */
+ * user data). A parser lets go of its expat instance whenever a feed ends
+ * exactly between two stanzas, and gets one again at the next feed: the
+ * same one if no other parser on the thread released one in between, or a
+ * new one (parser.c explains how). Callers see no difference; an idle
+ * session holds no expat state, and a thread at most one idle instance. */
 #ifndef EPODE_SRC_XML_PARSER_H
 #define EPODE_SRC_XML_PARSER_H
 
@@ -98,5 +102,9 @@ epode_err epode__xml_parser_reset(epode__xml_parser *p);
 const char *epode__xml_parser_errmsg(const epode__xml_parser *p);
 /* Bytes of the current partial stanza (for log/limits). */
 size_t epode__xml_parser_pending(const epode__xml_parser *p);
+/* For tests: 1 if the parser is using an expat instance, 2 if it released
+ * it and the instance is still parked for it on this thread, 0 if it has
+ * none. */
+int epode__xml_parser_holds_expat(const epode__xml_parser *p);
 
 #endif

@@ -38,38 +38,8 @@ set -euo pipefail
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
 
-EJ_HARNESS=$SRC/tests/servers/ejabberd.sh
-EJ_DIR=$WORK/ejabberd
-EJ_STARTED=0
 EJ_PARALLEL=${EJ_PARALLEL:-8}
-
-# Stops ejabberd, then runs common.sh's cleanup (with the exit status kept).
-ej_cleanup() {
-  local rc=$?
-  if [ "$EJ_STARTED" = 1 ]; then
-    if [ "$FAILS" != 0 ] || [ "$rc" != 0 ]; then
-      echo "--- warnings and errors in the ejabberd log ($EJ_DIR/logs/ejabberd.log)"
-      grep -E '\[(warning|error|critical)\]' "$EJ_DIR/logs/ejabberd.log" 2>/dev/null |
-        tail -n 25 || true
-    fi
-    bash "$EJ_HARNESS" stop "$EJ_DIR" || true
-  fi
-  # cleanup reads the exit status from $?; errexit would end the trap at
-  # a failing (exit), before cleanup.
-  set +e
-  (exit "$rc")
-  cleanup
-}
-trap ej_cleanup EXIT
-
-if ! EJABBERD_WATCH_PID=$$ bash "$EJ_HARNESS" start "$EJ_DIR"; then
-  echo "FAIL setup: the ejabberd test server did not start (is the Debian package ejabberd" \
-    "installed? scripts/deps.sh installs it)"
-  exit 1
-fi
-EJ_STARTED=1
-# shellcheck disable=SC1091
-. "$EJ_DIR/env"
+start_ejabberd
 
 # ------------------------------------------------------------------ cases
 # launch NAME CODE REGEXES [ENV=VALUE...] -- EPODE-ARGS...

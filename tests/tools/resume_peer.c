@@ -13,7 +13,9 @@
  *                                  body that arrives for SECS seconds, close.
  *
  * Account and server from the environment: EPODE_JID, EPODE_PASSWORD,
- * EPODE_SERVER (host:port, STARTTLS), EPODE_CAFILE. Prints one line per
+ * EPODE_SERVER (host:port, STARTTLS), EPODE_CAFILE, and EPODE_URL to go
+ * over WebSocket or BOSH instead (wss://, https://); EPODE_TRAFFIC=1 logs
+ * everything to stderr. Prints one line per
  * fact on stdout ("saved unacked=3 jid=…", "resumed jid=…", "acked
  * restart-2", "got BODY", "closed"). */
 #include <stdio.h>
@@ -30,11 +32,18 @@ typedef struct peer {
   const char *file, *to;
   int n, k;
   int sent;
+  int polls;
   int acked, failed, restored;
   int resumed, fresh, closed;
   unsigned secs;
   epode_loop_timer *timer;
 } peer;
+
+static void on_log(void *ud, epode_log_level level, const char *area, const char *msg) {
+  (void)ud;
+  (void)level;
+  fprintf(stderr, "[%s] %s\n", area, msg);
+}
 
 static void die(const char *what, epode_err e) {
   fprintf(stderr, "resume_peer: %s: %s\n", what, epode_strerror(e));
@@ -93,7 +102,11 @@ static void save_and_crash(peer *p) {
 static int poll_resumable(epode_loop *loop, void *ud) {
   peer *p = ud;
   (void)loop;
-  if (!epode_session_resumable(epode_conn_session(p->conn))) return 1;
+  if (!epode_session_resumable(epode_conn_session(p->conn))) {
+    if (++p->polls < 300) return 1;
+    fprintf(stderr, "resume_peer: the server did not enable resumable stream management\n");
+    exit(3);
+  }
   p->timer = NULL;
   save_and_crash(p);
   return 0;
@@ -158,7 +171,8 @@ int main(int argc, char **argv) {
     p.secs = (unsigned)atoi(argv[3]);
   }
   const char *jid = getenv("EPODE_JID"), *pw = getenv("EPODE_PASSWORD"),
-             *server = getenv("EPODE_SERVER"), *ca = getenv("EPODE_CAFILE");
+             *server = getenv("EPODE_SERVER"), *ca = getenv("EPODE_CAFILE"),
+             *url = getenv("EPODE_URL");
   if (!jid || !pw || !server) return 64;
   char host[256];
   unsigned port = 0;
@@ -171,6 +185,8 @@ int main(int argc, char **argv) {
   if (!e) e = epode_config_set_server(cfg, host, (uint16_t)port);
   if (!e) e = epode_config_set_tls_mode(cfg, EPODE_TLS_STARTTLS);
   if (!e && ca) e = epode_config_set_cafile(cfg, ca);
+  if (!e && url && *url) e = epode_config_set_url(cfg, url);
+  if (!e && getenv("EPODE_TRAFFIC")) e = epode_config_set_log(cfg, on_log, NULL, EPODE_LOG_TRAFFIC);
   /* Acks only on request here, so the saved state holds unacked stanzas. */
   if (!e) e = epode_config_set_sm_ack_policy(cfg, 1000, 0);
   if (!e) e = epode_loop_new(&p.loop, NULL);

@@ -512,7 +512,9 @@ static void test_inflight_limit(void **state) {
   fix_session(&f);
   burst(&f, 12);
   int m = max_inflight(&f.srv);
-  assert_int_equal(m, 2); /* reached, never passed */
+  /* Never past the window. (Usually 2 is reached, but on a loaded machine
+   * the server may answer each request before the next is sent.) */
+  assert_in_range(m, 1, 2);
   assert_false(f.h.failed);
   fix_close(&f);
 

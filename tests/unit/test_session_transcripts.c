@@ -18,13 +18,14 @@
  *                 (epode_session_recv_element)
  *   tls           answer EPODE_EV_STARTTLS: epode_session_tls_done()
  *   send XML      parse XML with the library's parser and epode_session_send
+ *   raw XML       epode_session_send_raw, byte for byte
  *   track XML     the same with epode_session_send_tracked; reports are
  *                 checked with: expect delivered ACKED:id FAILED:id …
  *   config sm-ack N MS | config no-sm    (XEP-0198 ack policy / off)
  *   config reconnect INITIAL MAX ATTEMPTS (epode_config_set_reconnect)
  *   abort ERRNAME                        epode_session_abort (transport failed)
  *   save                                 epode_session_save into the run
- *   respawn                              a new session from the same config
+ *   respawn [websocket]                  a new session from the same config
  *                                        (a new process) restoring the saved
  *                                        state; reports of restored stanzas
  *                                        go to `expect delivered` as well
@@ -294,6 +295,8 @@ static void run_transcript(void **state) {
       epode_stanza *st = parse_fragment(line + 5);
       r.last_send = epode_session_send(r.s, st);
       epode_stanza_free(st);
+    } else if (!strncmp(line, "raw ", 4)) {
+      r.last_send = epode_session_send_raw(r.s, line + 4, strlen(line + 4));
     } else if (!strncmp(line, "track ", 6)) {
       epode_stanza *st = parse_fragment(line + 6);
       r.last_send = epode_session_send_tracked(r.s, st, on_delivery, &r);
@@ -310,7 +313,7 @@ static void run_transcript(void **state) {
       r.saved = malloc(r.saved_len);
       memcpy(r.saved, p, r.saved_len);
       epode_free(epode_session_mem(r.s), p);
-    } else if (!strcmp(line, "respawn")) {
+    } else if (!strncmp(line, "respawn", 7)) {
       assert_non_null(r.saved);
       epode_session_free(r.s); /* the old process is gone: its reports with it */
       r.deliveries[0] = '\0';
@@ -319,6 +322,10 @@ static void run_transcript(void **state) {
       if (r.framing) assert_int_equal(epode_session_set_framing(r.s, r.framing), EPODE_OK);
       assert_int_equal(epode_session_restore(r.s, r.saved, r.saved_len, on_delivery, &r),
                        EPODE_OK);
+      if (!strcmp(line + 7, " websocket")) { /* resumed over another transport */
+        r.framing = EPODE_FRAMING_WEBSOCKET;
+        assert_int_equal(epode_session_set_framing(r.s, r.framing), EPODE_OK);
+      }
       r.events[0] = '\0';
     } else if (!strcmp(line, "eof")) {
       epode_session_eof(r.s, r.now);
@@ -358,10 +365,10 @@ static void run_transcript(void **state) {
         }
         assert_non_null(fl->detail);
         assert_true(strlen(fl->detail) > 0);
-      } else if (!strncmp(arg, "delivered ", 10)) {
-        /* The delivery reports so far, in order, exactly. */
+      } else if (!strncmp(arg, "delivered ", 10) || !strcmp(arg, "delivered")) {
+        /* The delivery reports so far, in order, exactly ("" for none). */
         char want[1024] = "";
-        if (arg[10]) snprintf(want, sizeof want, "%.1000s ", arg + 10);
+        if (arg[9] && arg[10]) snprintf(want, sizeof want, "%.1000s ", arg + 10);
         if (strcmp(r.deliveries, want) != 0)
           fail_msg("%s:%d: deliveries are \"%s\", expected \"%s\"", t->path, lineno,
                    r.deliveries, want);

@@ -12,6 +12,7 @@ EPODE=$EPODE_BUILD/epode
 SRC=$EPODE_SRC
 PY=/usr/bin/python3
 HARNESS=$SRC/tests/servers/prosody.sh
+EJ_HARNESS=$SRC/tests/servers/ejabberd.sh
 # Longest any single epode run may take before we call it a hang.
 RUN_LIMIT=${RUN_LIMIT:-20}
 
@@ -19,6 +20,7 @@ PASSES=0
 FAILS=0
 BG_PIDS=()
 PROSODY_STARTED=0
+EJ_STARTED=0
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/epode-it.XXXXXX")
 
 if [ ! -x "$EPODE" ]; then
@@ -45,6 +47,14 @@ cleanup() {
       tail -n 25 "$WORK/prosody/prosody.log" 2>/dev/null || true
     fi
     bash "$HARNESS" stop "$WORK/prosody" || true
+  fi
+  if [ "$EJ_STARTED" = 1 ]; then
+    if [ "$FAILS" != 0 ] || [ "$rc" != 0 ]; then
+      echo "--- warnings and errors in the ejabberd log ($WORK/ejabberd/logs/ejabberd.log)"
+      grep -E '\[(warning|error|critical)\]' "$WORK/ejabberd/logs/ejabberd.log" 2>/dev/null |
+        tail -n 25 || true
+    fi
+    bash "$EJ_HARNESS" stop "$WORK/ejabberd" || true
   fi
   if [ -n "${KEEP_WORK:-}" ]; then
     echo "work directory kept: $WORK"
@@ -91,6 +101,20 @@ start_prosody() {
   PROSODY_STARTED=1
   # shellcheck disable=SC1091
   . "$WORK/prosody/env"
+}
+
+# start_ejabberd [NAME:PASSWORD ...]: the same for ejabberd, in $WORK/ejabberd
+# (EJ_DIR); its env replaces Prosody's variables of the same names.
+start_ejabberd() {
+  EJ_DIR=$WORK/ejabberd
+  if ! EJABBERD_WATCH_PID=$$ bash "$EJ_HARNESS" start "$EJ_DIR" "$@"; then
+    echo "FAIL setup: the ejabberd test server did not start (is the Debian package ejabberd" \
+      "installed? scripts/deps.sh installs it)"
+    exit 1
+  fi
+  EJ_STARTED=1
+  # shellcheck disable=SC1091
+  . "$EJ_DIR/env"
 }
 
 # run_epode NAME [ENV=VALUE...] -- ARGS...: runs epode (stdin from $STDIN if
