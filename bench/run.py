@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Runs every benchmark scenario for epode and libstrophe and prints one table.
 
-    run.py BUILD_DIR [--only inbound,outbound,login,many,transports]
+    run.py BUILD_DIR [--only inbound,inbound_tls,outbound,login,many,transports]
 
 BENCH_SCALE (default 1) scales message counts (1,000,000) and session counts
 (1,000 and 10,000). The table also goes to bench/results/latest.md with the
@@ -185,6 +185,37 @@ def inbound(build):
     return res
 
 
+def inbound_tls(build):
+    """Inbound over direct TLS, the server writing each message on its own, so
+    that every message is a TLS record of its own and the client reads (and
+    parses) one message at a time, as from a server that sends each stanza
+    as it routes it."""
+    n = max(1000, N_MSGS // 4)
+    log("inbound over TLS, one record per message: %d messages" % n)
+    res, runs = {}, {"epode": [], "libstrophe": []}
+    for _ in range(REPEAT):
+        for name, prog in (("epode", "bench_epode"), ("libstrophe", "bench_strophe")):
+            srv = Server(build, "--mode", "blast", "--count", str(n), "--once", "--tls", "direct",
+                         "--per-message")
+            r = client(build, prog, "inbound", "--port", srv.port, "--count", n, "--tls", "direct",
+                       "--cafile", CERT)
+            srv.stop()
+            if r:
+                runs[name].append(r[0])
+            log("  %s: %s" % (name, r))
+    for k, v in runs.items():
+        if v:
+            res[k] = sorted(v, key=lambda r: r["wall"])[len(v) // 2]
+    e, s = res.get("epode"), res.get("libstrophe")
+    rate = lambda r: r["msgs"] / r["wall"] if r else None
+    label = "1b inbound, TLS records"
+    add(label, "messages/s", rate(e), rate(s))
+    add(label, "client CPU µs/message", e and 1e6 * e["cpu"] / e["msgs"],
+        s and 1e6 * s["cpu"] / s["msgs"])
+    add(label, "all mallocs/message (process)", e and e["mallocs_per_msg"],
+        s and s["mallocs_per_msg"])
+
+
 def outbound(build):
     log("outbound: %d messages" % N_MSGS)
     res, runs = {}, {"epode": [], "libstrophe": []}
@@ -352,11 +383,13 @@ def table():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("build")
-    ap.add_argument("--only", default="inbound,outbound,login,many,transports")
+    ap.add_argument("--only", default="inbound,inbound_tls,outbound,login,many,transports")
     a = ap.parse_args()
     only = a.only.split(",")
     m = machine()
     inbound_res = inbound(a.build) if "inbound" in only else None
+    if "inbound_tls" in only:
+        inbound_tls(a.build)
     if "outbound" in only:
         outbound(a.build)
     if "login" in only:

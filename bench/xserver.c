@@ -13,7 +13,10 @@
  *          "done";
  *   idle   does nothing (many-sessions scenario).
  * Framings: TCP (RFC 6120), WebSocket (RFC 7395, --ws) and BOSH (XEP-0206,
- * --bosh; blast only).
+ * --bosh; blast only). --per-message makes blast write each message with a
+ * write of its own (over TLS: a record of its own), as a server does that
+ * sends each stanza as it is routed; the client then reads one message at a
+ * time however fast it goes.
  *
  * Parsing is scripted, not XML: it looks for the tags it expects. It is a
  * benchmark peer for two known clients on loopback, never a real server.
@@ -67,12 +70,12 @@ enum {
 };
 
 static struct {
-  int mode, tls, framing, scram, once;
+  int mode, tls, framing, scram, once, per_message;
   unsigned long long count;
   unsigned iter;
   int timeout;
   int verbose;
-} opt = {M_BLAST, TLS_NONE, F_TCP, 0, 0, 1000000ull, 4096, 600, 0};
+} opt = {M_BLAST, TLS_NONE, F_TCP, 0, 0, 0, 1000000ull, 4096, 600, 0};
 
 typedef struct buf {
   char *p;
@@ -93,6 +96,7 @@ typedef struct conn {
   int blasting;
   unsigned long long sent;
   size_t boff;
+  size_t bmsg; /* --per-message: the message of the block being written */
   /* sink */
   unsigned long long sink_msgs, sink_bytes;
   char tail[16];
@@ -282,11 +286,18 @@ static int flush(conn *c) {
     /* The last round stops at the end of message count % BLOCK. */
     unsigned long long left = opt.count - c->sent;
     size_t end = left >= BENCH_BLOCK_MSGS ? block_len : msg_ends[left - 1];
-    long w = xwrite(c, block + c->boff, end - c->boff);
+    size_t to = end;
+    if (opt.per_message) {
+      while (msg_ends[c->bmsg] <= c->boff)
+        c->bmsg++;
+      to = msg_ends[c->bmsg];
+    }
+    long w = xwrite(c, block + c->boff, to - c->boff);
     if (w < 0) return -1;
     if (w == 0) return 0;
     c->boff += (size_t)w;
     if (c->boff == end) {
+      c->bmsg = 0;
       c->sent += left >= BENCH_BLOCK_MSGS ? BENCH_BLOCK_MSGS : left;
       c->boff = 0;
       if (c->sent == opt.count) {
@@ -918,7 +929,8 @@ static void build_block(void) {
 static void usage(void) {
   fprintf(stderr, "usage: xserver [--port N] [--mode blast|sink|idle] [--count N]\n"
                   "               [--tls none|direct|starttls] [--scram] [--iter N]\n"
-                  "               [--ws|--bosh] [--once] [--timeout S] [--cert-out PEM]\n");
+                  "               [--ws|--bosh] [--once] [--per-message] [--timeout S]\n"
+                  "               [--cert-out PEM]\n");
   exit(2);
 }
 
@@ -952,6 +964,8 @@ int main(int argc, char **argv) {
       opt.framing = F_BOSH;
     else if (strcmp(a, "--once") == 0)
       opt.once = 1;
+    else if (strcmp(a, "--per-message") == 0)
+      opt.per_message = 1;
     else
       usage();
 #undef ARG

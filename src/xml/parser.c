@@ -121,10 +121,10 @@ struct epode__xml_parser {
   size_t max_stanza;
   unsigned max_depth, max_attrs;
 
-  epode_err err;  /* sticky until reset */
-  char *errmsg;   /* detail of err (ERRMSG_SIZE bytes, or NULL) */
-  int stop;       /* a handler stopped expat: ignore further events */
-  int reset_req;  /* reset() was called during feed() */
+  epode_err err; /* sticky until reset */
+  char *errmsg;  /* detail of err (ERRMSG_SIZE bytes, or NULL) */
+  int stop;      /* a handler stopped expat: ignore further events */
+  int reset_req; /* reset() was called during feed() */
   int in_feed;
   int header_seen;
   int have_pos;       /* rel_line/rel_col were set by a release */
@@ -153,10 +153,10 @@ struct epode__xml_parser {
   unsigned long rel_line, rel_col;
   /* The instance parked for this parser (see "parking"), 0 if none. */
   uint64_t park_serial;
-  /* expat's hash salt, the same for every instance (see new_salt) */
+  /* expat's hash salt, the same for every instance (see set_salt) */
   unsigned char salt[16];
-  int salt_state; /* 0: not made yet, 1: made, -1: none (expat picks) */
-  size_t arena_hint;  /* see ARENA_FIRST_HINT */
+  int salt_state;    /* 0: not made yet, 1: made, -1: none (expat picks) */
+  size_t arena_hint; /* see ARENA_FIRST_HINT */
   /* Character data of the innermost open element not yet made a text
    * node; the buffer is kept across stanzas. */
   char *tbuf;
@@ -194,7 +194,8 @@ static void cur_pos(const epode__xml_parser *p, unsigned long *line, unsigned lo
 
 /* Formats the message of the error being recorded (p->err already set).
  * Without memory for it, errmsg() falls back to the error's name. */
-__attribute__((format(printf, 3, 0)))
+static void vset_msg(epode__xml_parser *p, int with_pos, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 static void vset_msg(epode__xml_parser *p, int with_pos, const char *fmt, va_list ap) {
   if (!p->errmsg && !(p->errmsg = epode__alloc(&p->mem, ERRMSG_SIZE))) return;
   int n = 0;
@@ -207,7 +208,8 @@ static void vset_msg(epode__xml_parser *p, int with_pos, const char *fmt, va_lis
   if ((size_t)n < ERRMSG_SIZE) vsnprintf(p->errmsg + n, ERRMSG_SIZE - (size_t)n, fmt, ap);
 }
 
-__attribute__((format(printf, 3, 4)))
+static void set_msg(epode__xml_parser *p, int with_pos, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void set_msg(epode__xml_parser *p, int with_pos, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
@@ -613,7 +615,7 @@ static int XMLCALL on_external_entity(XML_Parser xp, const XML_Char *context, co
  * expat would otherwise make a getrandom() call for every new instance.
  * Expat 2.8 takes 16 bytes (and deprecates the unsigned long), older ones
  * an unsigned long. Without entropy, expat picks its own, as before. */
-#if XML_MAJOR_VERSION > 2 || (XML_MAJOR_VERSION == 2 && XML_MINOR_VERSION >= 8) || \
+#if XML_MAJOR_VERSION > 2 || (XML_MAJOR_VERSION == 2 && XML_MINOR_VERSION >= 8) ||                 \
     defined(XML_BACKPORT_SET_HASH_SALT_16_BYTES)
 #define SALT16 1
 #define SALT_BYTES 16u
@@ -624,8 +626,7 @@ static int XMLCALL on_external_entity(XML_Parser xp, const XML_Char *context, co
 
 static void set_salt(epode__xml_parser *p, XML_Parser xp) {
   if (!p->salt_state)
-    p->salt_state =
-        getrandom(p->salt, SALT_BYTES, GRND_NONBLOCK) == (ssize_t)SALT_BYTES ? 1 : -1;
+    p->salt_state = getrandom(p->salt, SALT_BYTES, GRND_NONBLOCK) == (ssize_t)SALT_BYTES ? 1 : -1;
   if (p->salt_state < 0) return;
 #if SALT16
   XML_SetHashSalt16Bytes(xp, p->salt);

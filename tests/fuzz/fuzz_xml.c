@@ -3,9 +3,19 @@
  * delivers is serialised again and walked, so the tree code is exercised
  * on whatever the parser accepted.
  *
- * Input: byte 0 picks mode (bit 0), limits (bit 1: tiny), a reset in the
- * middle (bit 2); byte 1 the chunk size (see fz_chunk); the rest is XML. */
+ * Input: byte 0 picks mode (bit 0), limits (bit 1: tiny), a reset from the
+ * second stanza's callback (bit 2), a reset in the middle (bit 3), and a
+ * second run to compare with (bit 4); byte 1 the chunk size (see
+ * fz_chunk); the rest is XML.
+ *
+ * The second run feeds the same chunks, but after each one another parser
+ * releases its expat instance, which frees the one the parser under test
+ * parked: every feed that ended between stanzas makes the next start from
+ * a new instance primed with the header copy. Its events, error and error
+ * message must be the same as the first run's, where the parser took its
+ * parked instance back each time. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,7 +27,18 @@ typedef struct {
   epode__xml_parser *p;
   int reset_in_cb;
   unsigned stanzas;
+  uint64_t digest; /* of every event */
 } ctx;
+
+static void mix(ctx *c, const char *s, size_t n) {
+  uint64_t h = c->digest ? c->digest : 14695981039346656037ull;
+  for (size_t i = 0; i < n; i++)
+    h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+  h = (h ^ 0xff) * 1099511628211ull; /* separator */
+  c->digest = h;
+}
+
+static void mix_str(ctx *c, const char *s) { mix(c, s ? s : "(null)", strlen(s ? s : "(null)")); }
 
 static void walk(const epode_stanza *st, unsigned depth) {
   if (depth > 200) abort(); /* the depth limit must have stopped this */
@@ -39,12 +60,16 @@ static void walk(const epode_stanza *st, unsigned depth) {
 
 static epode_err on_start(void *ud, const char *name, const char *ns, const char *default_ns,
                           const char **attrs) {
-  (void)ud;
+  ctx *c = ud;
   if (!name) abort();
-  (void)ns;
-  (void)default_ns;
-  for (size_t i = 0; attrs && attrs[i]; i += 2)
+  mix_str(c, name);
+  mix_str(c, ns);
+  mix_str(c, default_ns);
+  for (size_t i = 0; attrs && attrs[i]; i += 2) {
     if (!attrs[i + 1]) abort();
+    mix_str(c, attrs[i]);
+    mix_str(c, attrs[i + 1]);
+  }
   return EPODE_OK;
 }
 
@@ -56,6 +81,7 @@ static epode_err on_stanza(void *ud, epode_stanza *st) {
   size_t len = 0;
   if (epode_stanza_to_string(st, "jabber:client", &s, &len) == EPODE_OK) {
     if (strlen(s) != len) abort();
+    mix(c, s, len);
     epode_free(NULL, s);
   }
   char *text = NULL;
@@ -66,19 +92,21 @@ static epode_err on_stanza(void *ud, epode_stanza *st) {
 }
 
 static epode_err on_end(void *ud) {
-  (void)ud;
+  mix_str(ud, "END");
   return EPODE_OK;
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  fz_in in = {data, size};
-  uint8_t flags = fz_byte(&in), chunk = fz_byte(&in);
+/* One run over the input; returns the digest of its events and outcome. */
+static uint64_t run(fz_in in, uint8_t flags, uint8_t chunk, int evict) {
   epode__xml_limits small = {512, 4, 4};
   epode__xml_callbacks cb = {on_start, on_stanza, on_end};
-  ctx c = {NULL, (flags & 4) != 0, 0};
+  ctx c = {NULL, (flags & 4) != 0, 0, 0};
   int mode = (flags & 1) ? EPODE__XML_FRAGMENTS : EPODE__XML_STREAM;
   if (epode__xml_parser_new(&c.p, NULL, (flags & 2) ? &small : NULL, mode, &cb, &c) != EPODE_OK)
-    return 0;
+    abort();
+  epode__xml_parser *evictor = NULL;
+  if (evict && epode__xml_parser_new(&evictor, NULL, NULL, EPODE__XML_FRAGMENTS, NULL, NULL))
+    abort();
   size_t half = in.len / 2;
   size_t off = 0;
   while (off < in.len) {
@@ -87,14 +115,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     epode_err e = epode__xml_parser_feed(c.p, (const char *)in.p + off, n);
     if (e != EPODE_OK) {
       if (!epode__xml_parser_errmsg(c.p)) abort();
+      mix_str(&c, epode_err_name(e));
+      mix_str(&c, epode__xml_parser_errmsg(c.p));
       /* Stays failed: a second feed must say the same. */
       if (epode__xml_parser_feed(c.p, "<a/>", 4) == EPODE_OK) abort();
       break;
     }
     off += n;
     if ((flags & 8) && off == half) epode__xml_parser_reset(c.p);
+    if (evictor) {
+      /* Its own parked instance would free nothing: start it over. */
+      if (epode__xml_parser_holds_expat(evictor) == 2) epode__xml_parser_reset(evictor);
+      if (epode__xml_parser_feed(evictor, "<e/>", 4) != EPODE_OK) abort();
+      if (epode__xml_parser_holds_expat(c.p) == 2) abort();
+    }
   }
-  (void)epode__xml_parser_pending(c.p);
+  char pending[32];
+  snprintf(pending, sizeof pending, "%zu", epode__xml_parser_pending(c.p));
+  mix_str(&c, pending);
+  epode__xml_parser_free(evictor);
   epode__xml_parser_free(c.p);
+  return c.digest;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  fz_in in = {data, size};
+  uint8_t flags = fz_byte(&in), chunk = fz_byte(&in);
+  uint64_t d = run(in, flags, chunk, 0);
+  if ((flags & 16) && run(in, flags, chunk, 1) != d) abort();
   return 0;
 }

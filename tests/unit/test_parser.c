@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <cmocka.h>
 
@@ -1183,6 +1184,406 @@ static void test_utf8_position(void **state) {
   done(&r);
 }
 
+/* ------------------------------------------------------------ releasing expat */
+
+/* Whether the parser is using an expat instance (not released, nor
+ * parked for it: see parser.c). */
+static int in_use(const epode__xml_parser *p) { return epode__xml_parser_holds_expat(p) == 1; }
+
+/* Feeds a parser of its own one element, so that its instance is the one
+ * parked on this thread and whatever was parked before is freed. */
+static epode__xml_parser *ev;
+
+static void evict_parked(void) {
+  if (!ev)
+    assert_int_equal(epode__xml_parser_new(&ev, NULL, NULL, EPODE__XML_FRAGMENTS, NULL, NULL),
+                     EPODE_OK);
+  if (epode__xml_parser_holds_expat(ev) == 2) {
+    /* Its own instance is the parked one: make it use it, then free it. */
+    assert_int_equal(epode__xml_parser_reset(ev), EPODE_OK);
+  }
+  assert_int_equal(epode__xml_parser_feed(ev, "<x/>", 4), EPODE_OK);
+  assert_int_equal(epode__xml_parser_holds_expat(ev), 2);
+}
+
+/* What a run produced: the callbacks' log, the error and its message. */
+typedef struct outcome {
+  char *log;
+  epode_err err;
+  char msg[256];
+  int releases; /* feeds after which the parser did not use its instance */
+} outcome;
+
+/* Feeds `doc` cut at the offsets in cuts[0..ncuts) (ascending), stopping
+ * at the first error. With `evict`, each released instance is freed before
+ * the next feed, which then makes a new one; otherwise it takes its parked
+ * instance back. */
+static void run_cuts(outcome *o, const char *doc, size_t n, const size_t *cuts, size_t ncuts,
+                     const epode__xml_limits *lim, int evict) {
+  rec r;
+  mk(&r, EPODE__XML_STREAM, lim);
+  memset(o, 0, sizeof *o);
+  size_t at = 0;
+  for (size_t k = 0; k <= ncuts && !o->err; k++) {
+    size_t to = k < ncuts ? cuts[k] : n;
+    if (to < at) continue;
+    o->err = epode__xml_parser_feed(r.p, doc + at, to - at);
+    if (!o->err && to > at && !in_use(r.p)) {
+      o->releases++;
+      if (evict) {
+        assert_int_equal(epode__xml_parser_holds_expat(r.p), 2);
+        evict_parked();
+        assert_int_equal(epode__xml_parser_holds_expat(r.p), 0);
+      }
+    }
+    at = to;
+  }
+  snprintf(o->msg, sizeof o->msg, "%s", epode__xml_parser_errmsg(r.p));
+  o->log = r.log;
+  r.log = NULL;
+  done(&r);
+}
+
+static void assert_same(const outcome *want, const outcome *got, const char *doc, const char *how) {
+  if (strcmp(want->log ? want->log : "", got->log ? got->log : "") != 0 || want->err != got->err ||
+      strcmp(want->msg, got->msg) != 0)
+    fail_msg("%s differs for %s\n  want %s (%s)\n%s  got %s (%s)\n%s", how, doc,
+             epode_err_name(want->err), want->msg, want->log ? want->log : "",
+             epode_err_name(got->err), got->msg, got->log ? got->log : "");
+}
+
+/* Every way of cutting `doc` gives the same stanzas, error and message as
+ * one feed: cut once anywhere, cut at every byte, and cut at every stanza
+ * boundary (where the parser releases expat; at least `min_releases`);
+ * each with the released instance taken back, and with a new one made. */
+static void check_equivalent(const char *doc, const epode__xml_limits *lim, int min_releases) {
+  size_t n = strlen(doc);
+  outcome ref, o;
+  run_cuts(&ref, doc, n, NULL, 0, lim, 0);
+  size_t *cuts = calloc(n + 1, sizeof *cuts);
+  assert_non_null(cuts);
+  for (int evict = 0; evict <= 1; evict++) {
+    const char *mode = evict ? " (new instances)" : " (parked instances)";
+    for (size_t i = 0; i <= n; i++) {
+      run_cuts(&o, doc, n, &i, 1, lim, evict);
+      char how[64];
+      snprintf(how, sizeof how, "split at %zu%s", i, mode);
+      assert_same(&ref, &o, doc, how);
+      free(o.log);
+    }
+    for (size_t i = 0; i < n; i++)
+      cuts[i] = i + 1;
+    run_cuts(&o, doc, n, cuts, n, lim, evict);
+    assert_same(&ref, &o, doc, evict ? "byte by byte (new instances)" : "byte by byte");
+    free(o.log);
+    /* After each '>' (every stanza end, and more). */
+    size_t nc = 0;
+    for (size_t i = 0; i < n; i++)
+      if (doc[i] == '>') cuts[nc++] = i + 1;
+    run_cuts(&o, doc, n, cuts, nc, lim, evict);
+    assert_same(&ref, &o, doc,
+                evict ? "cut after every '>' (new instances)" : "cut after every '>'");
+    if (o.releases < min_releases)
+      fail_msg("%d releases, expected at least %d, for %s", o.releases, min_releases, doc);
+    free(o.log);
+  }
+  free(cuts);
+  free(ref.log);
+}
+
+#define HDR_NS                                                                                     \
+  "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "          \
+  "xmlns:foo='urn:foo' xmlns:e='urn:&amp;&lt;&apos;&#9;&#10;&#13;\"&gt;x' id='\xc3\xa9\xe2\x82"    \
+  "\xac\xf0\x9f\x98\x80' version='1.0'>"
+
+static void test_release_equivalence(void **state) {
+  (void)state;
+  epode__xml_limits small = {100, 4, 4};
+  static const struct {
+    const char *doc;
+    int small_limits, min_releases;
+  } cases[] = {
+      {stream_doc, 0, 5},
+      {split_doc, 0, 3},
+      /* Prefixes declared only on the header, used after releases. */
+      {HDR_NS "<foo:bar e:a='1'/>\n<stream:features><foo:x/></stream:features>"
+              "<message><e:y foo:z='2'/></message></stream:stream>",
+       0, 4},
+      /* A root named without the usual prefix, and without one. */
+      {"<s:stream xmlns:s='http://etherx.jabber.org/streams' xmlns='jabber:server'>"
+       "<s:features/><message/></s:stream>",
+       0, 3},
+      {"<stream xmlns='http://etherx.jabber.org/streams'><features/><x xmlns=''/></stream>", 0, 3},
+      {"<stream:stream xmlns:stream='http://etherx.jabber.org/streams' "
+       "xmlns=''><a/></stream:stream>",
+       0, 2},
+      /* Errors after releases, with their positions (lines, and columns
+       * counted in characters on a header line with non-ASCII text). */
+      {HDR_NS "<a/><b/><foo:c/><d></f></d>", 0, 4},
+      {HDR_NS "\n<a/>\n  <b/><c>\n\xc3\xa9\xc3\xa9<x y='\xff'/></c>", 0, 3},
+      {HDR_NS "<a/>\r\n<b/>\r<c/>\r\n\r\n  <undeclared:x/>", 0, 3},
+      {HDR_NS "<a/></stream:wrong>", 0, 2},
+      {HDR_NS "<a/></stream:stream><b/>", 0, 2},
+      {HDR_NS "<a/></stream:stream>junk", 0, 2},
+      {HDR_NS "<a/>junk<b/>", 0, 2},
+      {HDR_NS "<a/><!-- c --><b/>", 0, 2},
+      {HDR_NS "<a/>\n<?pi x?>", 0, 2},
+      {HDR_NS "<a/>\n<m>&foo;</m>", 0, 2},
+      {HDR_NS "<a/>\n<m a='&nbsp;'/>", 0, 2},
+      {HDR_NS "<a/>\n<?xml version='1.0'?>", 0, 2},
+      {HDR_NS "<a/>\n<!DOCTYPE x>", 0, 2},
+      {HDR_NS "<a/>\xef\xbb\xbf<b/>", 0, 2},
+      {"<?xml version='1.0'?>\n" HDR "\n<a/>\n<b>\xc3\x28</b>", 0, 2},
+      {HDR "<a/><x xmlns:foo='urn:1' xmlns:bar='urn:1' foo:k='1' bar:k='2'/>", 0, 2},
+      {HDR "<a/><x xmlns:xml='urn:wrong'/>", 0, 2},
+      /* Limits after releases. */
+      {HDR "<a>0123456789</a> <b>0123456789012345678901234567890123456789012345678901234567890123"
+           "45678901234567890123456789</b>",
+       1, 2},
+      {HDR "<a/><b><c><d><e/></d></c></b>", 1, 2},
+      {HDR "<a/><b w='1' x='2' y='3' z='4'/><c v='0' w='1' x='2' y='3' z='4'/>", 1, 3},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+    check_equivalent(cases[i].doc, cases[i].small_limits ? &small : NULL, cases[i].min_releases);
+  epode__xml_parser_free(ev);
+  ev = NULL;
+}
+
+static void test_release_namespaces(void **state) {
+  (void)state;
+  rec r;
+  mk(&r, EPODE__XML_STREAM, NULL);
+  r.keep_last = 1;
+  /* No instance before the first byte. */
+  assert_false(in_use(r.p));
+  assert_int_equal(epode__xml_parser_feed(r.p, HDR_NS, strlen(HDR_NS)), EPODE_OK);
+  assert_false(in_use(r.p));
+  const char *s = "<foo:bar e:a='1' xmlns:p='urn:p'><p:q/></foo:bar>";
+  assert_int_equal(epode__xml_parser_feed(r.p, s, strlen(s)), EPODE_OK);
+  assert_false(in_use(r.p));
+  assert_string_equal(epode_stanza_name(r.keep), "bar");
+  assert_string_equal(epode_stanza_ns(r.keep), "urn:foo");
+  assert_string_equal(epode_stanza_get_attr(r.keep, "{urn:&<'\t\n\r\">x}a"), "1");
+  /* The stanza's own declaration does not outlive it. */
+  assert_int_equal(epode__xml_parser_feed(r.p, "<p:q/>", 6), EPODE_ERR_XML_NS);
+  assert_int_equal(r.starts, 1);
+  assert_int_equal(r.stanzas, 1);
+  done(&r);
+
+  /* The stream start callback is not called again, and the stream still
+   * ends with its own end tag, in pieces. */
+  mk(&r, EPODE__XML_STREAM, NULL);
+  assert_int_equal(feed_chunks(r.p, HDR_NS, strlen(HDR_NS), 0), EPODE_OK);
+  assert_int_equal(epode__xml_parser_feed(r.p, "<message/>", 10), EPODE_OK);
+  assert_int_equal(epode__xml_parser_feed(r.p, "</stream:str", 12), EPODE_OK);
+  assert_true(in_use(r.p));
+  assert_int_equal(epode__xml_parser_feed(r.p, "eam>", 4), EPODE_OK);
+  assert_int_equal(r.starts, 1);
+  assert_int_equal(r.ends, 1);
+  assert_non_null(strstr(r.log, "STANZA <message xmlns='jabber:client'/>\nEND\n"));
+  done(&r);
+
+  /* After a reset, only the new header's declarations count. */
+  mk(&r, EPODE__XML_STREAM, NULL);
+  assert_int_equal(epode__xml_parser_feed(r.p, HDR_NS "<foo:a/>", strlen(HDR_NS) + 8), EPODE_OK);
+  assert_false(in_use(r.p));
+  assert_int_equal(epode__xml_parser_reset(r.p), EPODE_OK);
+  assert_int_equal(epode__xml_parser_feed(r.p, HDR, strlen(HDR)), EPODE_OK);
+  assert_int_equal(epode__xml_parser_feed(r.p, "<foo:a/>", 8), EPODE_ERR_XML_NS);
+  assert_int_equal(r.starts, 2);
+  assert_int_equal(r.stanzas, 1);
+  done(&r);
+}
+
+static void test_release_when(void **state) {
+  (void)state;
+  rec r;
+  mk(&r, EPODE__XML_STREAM, NULL);
+  /* Not before the header is complete. */
+  assert_int_equal(epode__xml_parser_feed(r.p, "<?xml version='1.0'?>", 21), EPODE_OK);
+  assert_true(in_use(r.p));
+  assert_int_equal(epode__xml_parser_feed(r.p, HDR, strlen(HDR) - 1), EPODE_OK);
+  assert_true(in_use(r.p));
+  assert_int_equal(epode__xml_parser_feed(r.p, ">", 1), EPODE_OK);
+  assert_false(in_use(r.p));
+  /* Not inside a stanza, nor with part of a tag or a CR in expat. */
+  static const struct {
+    const char *piece;
+    int held;
+  } steps[] = {
+      {"<a/>", 0}, {"<b>", 1},    {"text", 1},    {"</b>", 0},     {" \t\n", 0},   {"<c", 1},
+      {"/>", 0},   {"<d/>\r", 1}, {"\n", 0},      {"<e/>\xc2", 1}, {"<f>\xc3", 1}, {"\xa9</f>", 0},
+      {"\r", 1},   {"\r\n ", 0},  {"<g><h/>", 1}, {"</g>\n", 0},
+  };
+  for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+    epode_err e = epode__xml_parser_feed(r.p, steps[i].piece, strlen(steps[i].piece));
+    if (i == 9) {
+      /* "\xc2" between stanzas, cut short: not an error yet, and held. */
+      assert_int_equal(e, EPODE_OK);
+      assert_true(in_use(r.p));
+      /* Its completion is text outside a stanza. */
+      assert_int_equal(epode__xml_parser_feed(r.p, "\xa0", 1), EPODE_ERR_XML);
+      assert_non_null(strstr(epode__xml_parser_errmsg(r.p), "text outside"));
+      assert_int_equal(epode__xml_parser_reset(r.p), EPODE_OK);
+      assert_false(in_use(r.p));
+      assert_int_equal(epode__xml_parser_feed(r.p, HDR, strlen(HDR)), EPODE_OK);
+      continue;
+    }
+    if (e != EPODE_OK) fail_msg("step %zu: %s", i, epode__xml_parser_errmsg(r.p));
+    if (in_use(r.p) != steps[i].held)
+      fail_msg("step %zu ('%s'): holds %d", i, steps[i].piece, epode__xml_parser_holds_expat(r.p));
+  }
+  assert_int_equal(r.stanzas, 7);
+  /* Nor after the end of the stream, nor after an error. */
+  assert_int_equal(epode__xml_parser_feed(r.p, "</stream:stream>", 16), EPODE_OK);
+  assert_true(in_use(r.p));
+  done(&r);
+  mk(&r, EPODE__XML_STREAM, NULL);
+  assert_int_equal(epode__xml_parser_feed(r.p, HDR "<a/><!-- -->", strlen(HDR) + 12),
+                   EPODE_ERR_XML_RESTRICTED);
+  assert_true(in_use(r.p));
+  done(&r);
+  /* A reset from a callback, after releases. */
+  mk(&r, EPODE__XML_STREAM, NULL);
+  r.reset_at_stanza = 2;
+  assert_int_equal(epode__xml_parser_feed(r.p, HDR "<a/>", strlen(HDR) + 4), EPODE_OK);
+  assert_false(in_use(r.p));
+  assert_int_equal(epode__xml_parser_feed(r.p, "<proceed/>\x16\x03", 12), EPODE_OK);
+  assert_false(in_use(r.p));
+  assert_int_equal(epode__xml_parser_feed(r.p, HDR "<c/>", strlen(HDR) + 4), EPODE_OK);
+  assert_int_equal(r.starts, 2);
+  assert_int_equal(r.stanzas, 3);
+  done(&r);
+  /* Fragment mode releases between elements too. */
+  mk(&r, EPODE__XML_FRAGMENTS, NULL);
+  assert_int_equal(epode__xml_parser_holds_expat(r.p), 0);
+  assert_int_equal(epode__xml_parser_feed(r.p, "<a/>", 4), EPODE_OK);
+  assert_int_equal(epode__xml_parser_holds_expat(r.p), 2);
+  assert_int_equal(epode__xml_parser_feed(r.p, "<a>", 3), EPODE_OK);
+  assert_int_equal(epode__xml_parser_holds_expat(r.p), 1);
+  assert_int_equal(epode__xml_parser_reset(r.p), EPODE_OK);
+  assert_int_equal(epode__xml_parser_holds_expat(r.p), 0);
+  assert_int_equal(epode__xml_parser_feed(r.p, "<a>\xc0\xaf</a>", 9), EPODE_ERR_XML_UTF8);
+  assert_non_null(strstr(epode__xml_parser_errmsg(r.p), "byte 3"));
+  done(&r);
+}
+
+/* A released instance is parked for its parser until the next release on
+ * the thread frees it; either way the parser carries on. */
+static void test_release_parking(void **state) {
+  (void)state;
+  rec a, b;
+  mk(&a, EPODE__XML_STREAM, NULL);
+  assert_int_equal(epode__xml_parser_feed(a.p, HDR_NS "<a/>", strlen(HDR_NS) + 4), EPODE_OK);
+  assert_int_equal(epode__xml_parser_holds_expat(a.p), 2);
+  /* Taken back by the next feed, parked again after it. */
+  assert_int_equal(epode__xml_parser_feed(a.p, "<foo:b/>", 8), EPODE_OK);
+  assert_int_equal(epode__xml_parser_holds_expat(a.p), 2);
+  /* Another parser's release frees it. */
+  memset(&b, 0, sizeof b);
+  assert_int_equal(epode__xml_parser_new(&b.p, NULL, NULL, EPODE__XML_STREAM, &callbacks, &b),
+                   EPODE_OK);
+  assert_int_equal(epode__xml_parser_feed(b.p, HDR "<x/>", strlen(HDR) + 4), EPODE_OK);
+  assert_int_equal(epode__xml_parser_holds_expat(b.p), 2);
+  assert_int_equal(epode__xml_parser_holds_expat(a.p), 0);
+  /* A new one, primed with a's header, resolves a's prefixes. */
+  assert_int_equal(epode__xml_parser_feed(a.p, "<foo:c e:x='1'/>", 16), EPODE_OK);
+  assert_int_equal(epode__xml_parser_holds_expat(a.p), 2);
+  assert_int_equal(epode__xml_parser_holds_expat(b.p), 0);
+  assert_int_equal(epode__xml_parser_feed(b.p, "<foo:c/>", 8), EPODE_ERR_XML_NS);
+  assert_non_null(strstr(a.log, "STANZA <c xmlns='urn:foo' xmlns:ns1='urn:&amp;&lt;&apos;&#9;&#10;"
+                                "&#13;&quot;&gt;x' ns1:x='1'/>\n"));
+  assert_int_equal(a.stanzas, 3);
+  assert_int_equal(b.stanzas, 1);
+  /* Freeing a parser frees its parked instance (ASan would see a leak). */
+  done(&b);
+  done(&a);
+
+  /* Fragment mode: byte offsets run on across instances, however made. */
+  static const char msgs[] = "<a/><b>x</b><c/><d>\xc0\xaf</d>";
+  for (int evict = 0; evict <= 1; evict++) {
+    mk(&a, EPODE__XML_FRAGMENTS, NULL);
+    static const size_t cuts[] = {0, 4, 12, 16};
+    for (size_t k = 0; k + 1 < sizeof cuts / sizeof cuts[0]; k++) {
+      assert_int_equal(epode__xml_parser_feed(a.p, msgs + cuts[k], cuts[k + 1] - cuts[k]),
+                       EPODE_OK);
+      assert_int_equal(epode__xml_parser_holds_expat(a.p), 2);
+      if (evict) evict_parked();
+    }
+    assert_int_equal(epode__xml_parser_feed(a.p, msgs + 16, sizeof msgs - 17), EPODE_ERR_XML_UTF8);
+    assert_non_null(strstr(epode__xml_parser_errmsg(a.p), "byte 19 "));
+    assert_int_equal(a.stanzas, 3);
+    done(&a);
+  }
+  epode__xml_parser_free(ev);
+  ev = NULL;
+}
+
+/* A thread that ends with an instance parked in its slot frees it (LSan
+ * would report it lost), also when its owner was freed elsewhere. */
+static void *park_in_thread(void *arg) {
+  epode__xml_parser **out = arg;
+  epode__xml_parser *p = NULL;
+  if (epode__xml_parser_new(&p, NULL, NULL, EPODE__XML_STREAM, NULL, NULL) == EPODE_OK &&
+      epode__xml_parser_feed(p, HDR "<a/>", strlen(HDR) + 4) == EPODE_OK &&
+      epode__xml_parser_holds_expat(p) == 2)
+    *out = p;
+  else
+    epode__xml_parser_free(p);
+  return NULL;
+}
+
+static void test_release_threads(void **state) {
+  (void)state;
+  epode__xml_parser *p = NULL;
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, park_in_thread, &p), 0);
+  assert_int_equal(pthread_join(t, NULL), 0);
+  assert_non_null(p);
+  /* Its instance was parked in the other thread's slot: not ours. */
+  assert_int_equal(epode__xml_parser_holds_expat(p), 0);
+  assert_int_equal(epode__xml_parser_feed(p, "<b/>", 4), EPODE_OK);
+  assert_int_equal(epode__xml_parser_holds_expat(p), 2);
+  epode__xml_parser_free(p);
+  /* Parked here, freed there. */
+  p = NULL;
+  assert_int_equal(pthread_create(&t, NULL, park_in_thread, &p), 0);
+  assert_int_equal(pthread_join(t, NULL), 0);
+  rec r;
+  mk(&r, EPODE__XML_STREAM, NULL);
+  assert_int_equal(epode__xml_parser_feed(r.p, HDR, strlen(HDR)), EPODE_OK);
+  assert_int_equal(epode__xml_parser_holds_expat(r.p), 2);
+  done(&r);
+  epode__xml_parser_free(p);
+}
+
+/* A stanza of a few hundred KiB does not leave its text buffer behind once
+ * the stream is idle again, and allocation failures while releasing and
+ * re-creating are clean. */
+static void test_release_memory(void **state) {
+  (void)state;
+  epode_test_failmem f;
+  epode_test_failmem_init(&f, 0);
+  epode_mem mem = f.mem;
+  epode__xml_callbacks cb = {NULL, cb_count, NULL};
+  int count = 0;
+  epode__xml_parser *p = NULL;
+  assert_int_equal(epode__xml_parser_new(&p, &mem, NULL, EPODE__XML_STREAM, &cb, &count), EPODE_OK);
+  assert_int_equal(epode__xml_parser_feed(p, HDR "<m><body>", strlen(HDR) + 9), EPODE_OK);
+  static char text[300 * 1024];
+  memset(text, 'x', sizeof text);
+  assert_int_equal(epode__xml_parser_feed(p, text, sizeof text), EPODE_OK);
+  assert_int_equal(epode__xml_parser_feed(p, "</body></m>", 11), EPODE_OK);
+  assert_int_equal(count, 1);
+  assert_false(in_use(p));
+  /* Only the parser, its header copy and a small text buffer remain. */
+  assert_true(f.live <= 3);
+  assert_int_equal(epode__xml_parser_feed(p, "<m>hi</m>", 9), EPODE_OK);
+  assert_int_equal(count, 2);
+  epode__xml_parser_free(p);
+  assert_int_equal(f.live, 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_stream),
@@ -1204,6 +1605,12 @@ int main(void) {
       cmocka_unit_test(test_arena_tree_api),
       cmocka_unit_test(test_arena_alloc_failure),
       cmocka_unit_test(test_utf8_position),
+      cmocka_unit_test(test_release_equivalence),
+      cmocka_unit_test(test_release_namespaces),
+      cmocka_unit_test(test_release_when),
+      cmocka_unit_test(test_release_memory),
+      cmocka_unit_test(test_release_parking),
+      cmocka_unit_test(test_release_threads),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
