@@ -53,6 +53,11 @@ struct epode__arena {
   arena_chunk *more; /* further blocks, newest first */
   char *pos, *end;   /* free space in the newest block */
   size_t size;       /* bytes reserved in all blocks */
+  /* Set once any of its nodes owns a heap piece (an attribute, grown text, a
+   * frozen namespace) or one of its elements got a child through the API.
+   * Until then its trees hold nothing but the arena: freeing one is
+   * dropping its reference (see epode_stanza_free). */
+  unsigned char dirty;
 };
 
 /* Alignment of everything carved from an arena (nodes, attribute arrays). */
@@ -80,6 +85,247 @@ struct epode_stanza {
   size_t text_len, text_cap;
   unsigned char flags;
 };
+
+/* ------------------------------------------------------------ atoms */
+
+/* In the order of struct epode__atoms (stanza_int.h). */
+// clang-format off
+const struct epode__atoms epode__atoms = {
+    "", "jabber:client", "http://etherx.jabber.org/streams",
+    "urn:ietf:params:xml:ns:xmpp-streams", "urn:ietf:params:xml:ns:xmpp-stanzas",
+    "urn:ietf:params:xml:ns:xmpp-tls", "urn:ietf:params:xml:ns:xmpp-sasl",
+    "urn:ietf:params:xml:ns:xmpp-bind", "urn:ietf:params:xml:ns:xmpp-session",
+    "urn:ietf:params:xml:ns:xmpp-framing", "urn:xmpp:sm:3", "jabber:iq:roster", "jabber:x:data",
+    "http://jabber.org/protocol/disco#info", "http://jabber.org/protocol/disco#items",
+    "http://jabber.org/protocol/caps", "http://jabber.org/protocol/chatstates",
+    "http://jabber.org/protocol/muc", "http://jabber.org/protocol/muc#user",
+    "http://jabber.org/protocol/pubsub#event", "urn:xmpp:receipts", "urn:xmpp:delay",
+    "urn:xmpp:ping", "urn:xmpp:carbons:2", "urn:xmpp:forward:0", "urn:xmpp:mam:2",
+    "urn:xmpp:sid:0", "urn:xmpp:chat-markers:0", "message", "presence", "iq", "body", "subject",
+    "thread", "error", "show", "status", "priority", "query", "item", "items", "x", "c", "delay",
+    "active", "composing", "paused", "inactive", "gone", "request", "received", "markable",
+    "displayed", "stanza-id", "origin-id", "features", "a", "r", "enable", "enabled", "failed",
+    "resumed", "bind", "jid", "session", "mechanisms", "challenge", "success", "failure",
+    "proceed", "forwarded", "result", "identity", "feature", "group", "event", "ping", "sent",
+    "from", "to", "type", "id", "xml:lang", "h", "by", "name", "node", "hash", "stamp",
+    "subscription", "ask", "code", "var", "chat", "normal", "groupchat", "headline", "get", "set",
+    "unavailable", "subscribe", "subscribed", "unsubscribe", "unsubscribed", "probe", "cancel",
+    "modify", "wait", "continue"};
+// clang-format on
+
+/* memcmp(a, b, n) == 0 for a constant n: a few loads and compares where
+ * memcmp would be a call. */
+static inline __attribute__((always_inline)) int same_bytes(const char *a, const char *b,
+                                                            size_t n) {
+  for (; n >= 8; a += 8, b += 8, n -= 8) {
+    uint64_t x, y;
+    memcpy(&x, a, 8), memcpy(&y, b, 8);
+    if (x != y) return 0;
+  }
+  if (n >= 4) {
+    uint32_t x, y;
+    memcpy(&x, a, 4), memcpy(&y, b, 4);
+    if (x != y) return 0;
+    a += 4, b += 4, n -= 4;
+  }
+  if (n >= 2) {
+    uint16_t x, y;
+    memcpy(&x, a, 2), memcpy(&y, b, 2);
+    if (x != y) return 0;
+    a += 2, b += 2, n -= 2;
+  }
+  return !n || *a == *b;
+}
+
+const char *epode__atom(const char *s, size_t n) {
+  /* By length, then by the first byte (the last for strings of 10 bytes or
+   * more: namespaces share their beginnings). TRY checks the length again
+   * (a constant the compiler folds), so an atom listed in the wrong place
+   * is merely never found. */
+#define TRY(f)                                                                                     \
+  if (n == sizeof epode__atoms.f - 1 && same_bytes(s, epode__atoms.f, sizeof epode__atoms.f - 1))  \
+  return epode__atoms.f
+  unsigned char k = n ? (unsigned char)s[n < 10 ? 0 : n - 1] : 0;
+  // clang-format off
+  switch (n) {
+  case 0: return epode__atoms.ns_none;
+  case 1:
+    switch (k) {
+    case 'a': TRY(a); break; case 'c': TRY(c); break; case 'h': TRY(h); break;
+    case 'r': TRY(r); break; case 'x': TRY(x); break;
+    default: break;
+    }
+    break;
+  case 2:
+    switch (k) {
+    case 'b': TRY(by); break; case 'i': TRY(iq); TRY(id); break; case 't': TRY(to); break;
+    default: break;
+    }
+    break;
+  case 3:
+    switch (k) {
+    case 'a': TRY(ask); break; case 'g': TRY(get); break; case 'j': TRY(jid); break;
+    case 's': TRY(set); break; case 'v': TRY(var); break;
+    default: break;
+    }
+    break;
+  case 4:
+    switch (k) {
+    case 'b': TRY(body); TRY(bind); break; case 'c': TRY(code); TRY(chat); break;
+    case 'f': TRY(from); break; case 'g': TRY(gone); break; case 'h': TRY(hash); break;
+    case 'i': TRY(item); break; case 'n': TRY(name); TRY(node); break; case 'p': TRY(ping); break;
+    case 's': TRY(show); TRY(sent); break; case 't': TRY(type); break; case 'w': TRY(wait); break;
+    default: break;
+    }
+    break;
+  case 5:
+    switch (k) {
+    case 'd': TRY(delay); break; case 'e': TRY(error); TRY(event); break;
+    case 'g': TRY(group); break; case 'i': TRY(items); break; case 'p': TRY(probe); break;
+    case 'q': TRY(query); break; case 's': TRY(stamp); break;
+    default: break;
+    }
+    break;
+  case 6:
+    switch (k) {
+    case 'a': TRY(active); break; case 'c': TRY(cancel); break; case 'e': TRY(enable); break;
+    case 'f': TRY(failed); break; case 'm': TRY(modify); break; case 'n': TRY(normal); break;
+    case 'p': TRY(paused); break; case 'r': TRY(result); break; case 's': TRY(status); break;
+    case 't': TRY(thread); break;
+    default: break;
+    }
+    break;
+  case 7:
+    switch (k) {
+    case 'e': TRY(enabled); break; case 'f': TRY(failure); TRY(feature); break;
+    case 'm': TRY(message); break; case 'p': TRY(proceed); break;
+    case 'r': TRY(request); TRY(resumed); break;
+    case 's': TRY(subject); TRY(session); TRY(success); break;
+    default: break;
+    }
+    break;
+  case 8:
+    switch (k) {
+    case 'c': TRY(continue_); break; case 'f': TRY(features); break; case 'h': TRY(headline); break;
+    case 'i': TRY(inactive); TRY(identity); break; case 'm': TRY(markable); break;
+    case 'p': TRY(presence); TRY(priority); break; case 'r': TRY(received); break;
+    case 'x': TRY(xml_lang); break;
+    default: break;
+    }
+    break;
+  case 9:
+    switch (k) {
+    case 'c': TRY(composing); TRY(challenge); break; case 'd': TRY(displayed); break;
+    case 'f': TRY(forwarded); break; case 'g': TRY(groupchat); break;
+    case 'o': TRY(origin_id); break; case 's': TRY(stanza_id); TRY(subscribe); break;
+    default: break;
+    }
+    break;
+  case 10:
+    switch (k) {
+    case 'd': TRY(subscribed); break; case 's': TRY(mechanisms); break;
+    default: break;
+    }
+    break;
+  case 11:
+    switch (k) {
+    case 'e': TRY(unavailable); TRY(unsubscribe); break;
+    default: break;
+    }
+    break;
+  case 12:
+    switch (k) {
+    case 'd': TRY(unsubscribed); break; case 'n': TRY(subscription); break;
+    default: break;
+    }
+    break;
+  case 13:
+    switch (k) {
+    case '3': TRY(ns_sm); break; case 'a': TRY(ns_data); break; case 'g': TRY(ns_ping); break;
+    case 't': TRY(ns_client); break;
+    default: break;
+    }
+    break;
+  case 14:
+    switch (k) {
+    case '0': TRY(ns_sid); break; case '2': TRY(ns_mam); break; case 'y': TRY(ns_delay); break;
+    default: break;
+    }
+    break;
+  case 16:
+    switch (k) {
+    case 'r': TRY(ns_roster); break;
+    default: break;
+    }
+    break;
+  case 17:
+    switch (k) {
+    case 's': TRY(ns_receipts); break;
+    default: break;
+    }
+    break;
+  case 18:
+    switch (k) {
+    case '0': TRY(ns_forward); break; case '2': TRY(ns_carbons); break;
+    default: break;
+    }
+    break;
+  case 23:
+    switch (k) {
+    case '0': TRY(ns_markers); break;
+    default: break;
+    }
+    break;
+  case 30:
+    switch (k) {
+    case 'c': TRY(ns_muc); break;
+    default: break;
+    }
+    break;
+  case 31:
+    switch (k) {
+    case 's': TRY(ns_tls); TRY(ns_caps); break;
+    default: break;
+    }
+    break;
+  case 32:
+    switch (k) {
+    case 'd': TRY(ns_bind); break; case 'l': TRY(ns_sasl); break; case 's': TRY(ns_streams); break;
+    default: break;
+    }
+    break;
+  case 35:
+    switch (k) {
+    case 'g': TRY(ns_framing); break; case 'n': TRY(ns_session); break;
+    case 'r': TRY(ns_muc_user); break;
+    case 's': TRY(ns_stream_errors); TRY(ns_stanza_errors); break;
+    default: break;
+    }
+    break;
+  case 37:
+    switch (k) {
+    case 'o': TRY(ns_disco_info); break; case 's': TRY(ns_chatstates); break;
+    default: break;
+    }
+    break;
+  case 38:
+    switch (k) {
+    case 's': TRY(ns_disco_items); break;
+    default: break;
+    }
+    break;
+  case 39:
+    switch (k) {
+    case 't': TRY(ns_pubsub_event); break;
+    default: break;
+    }
+    break;
+  default: break;
+  }
+  // clang-format on
+#undef TRY
+  return NULL;
+}
 
 /* ------------------------------------------------------------ UTF-8 / names */
 
@@ -248,7 +494,7 @@ static void unlink_node(epode_stanza *c) {
   c->parent = c->prev = c->next = NULL;
 }
 
-void epode__stanza_link(epode_stanza *parent, epode_stanza *child) {
+static void link_node(epode_stanza *parent, epode_stanza *child) {
   child->parent = parent;
   child->prev = parent->last;
   child->next = NULL;
@@ -259,19 +505,34 @@ void epode__stanza_link(epode_stanza *parent, epode_stanza *child) {
   parent->last = child;
 }
 
-/* An element with inline name and namespace (ns NULL: inherit). */
+void epode__stanza_link(epode_stanza *parent, epode_stanza *child) {
+  if (parent->ar) parent->ar->dirty = 1;
+  link_node(parent, child);
+}
+
+/* An element with inline name and namespace (ns NULL: inherit), or
+ * pointing at their atoms. (Atoms are never written through a node's
+ * pointers: names and namespaces do not change once set.) */
 static epode_stanza *element_new(const epode_mem *mem, const char *name, size_t nlen,
                                  const char *ns, size_t nslen) {
-  epode_stanza *st = node_alloc(mem, nlen + 1 + (ns ? nslen + 1 : 0));
+  const char *aname = epode__atom(name, nlen), *ans = ns ? epode__atom(ns, nslen) : NULL;
+  epode_stanza *st = node_alloc(mem, (aname ? 0 : nlen + 1) + (ns && !ans ? nslen + 1 : 0));
   if (!st) return NULL;
   char *p = (char *)(st + 1);
-  st->name = p;
-  memcpy(p, name, nlen);
-  p[nlen] = '\0';
-  if (ns) {
-    st->ns = p + nlen + 1;
-    memcpy(st->ns, ns, nslen);
-    st->ns[nslen] = '\0';
+  if (aname) {
+    st->name = (char *)aname;
+  } else {
+    st->name = p;
+    memcpy(p, name, nlen);
+    p[nlen] = '\0';
+    p += nlen + 1;
+  }
+  if (ans) {
+    st->ns = (char *)ans;
+  } else if (ns) {
+    st->ns = p;
+    memcpy(p, ns, nslen);
+    p[nslen] = '\0';
   }
   return st;
 }
@@ -297,6 +558,7 @@ static epode_err text_append(epode_stanza *t, const char *s, size_t len) {
     if (cap < need) cap = need;
     if (cap < 32) cap = 32;
     char *p;
+    if (t->ar) t->ar->dirty = 1;
     if (t->flags & TEXT_HEAP) {
       p = epode__realloc(&t->mem, t->text, cap + 1);
       if (!p) return EPODE_ERR_NOMEM;
@@ -343,6 +605,12 @@ epode_err epode_stanza_new(epode_stanza **out, const epode_mem *mem, const char 
 
 void epode_stanza_free(epode_stanza *st) {
   if (!st) return;
+  /* A received tree (or a subtree detached from it) that nothing changed
+   * holds nothing but its arena reference. */
+  if ((st->flags & ARENA_REF) && !st->parent && !st->ar->dirty) {
+    arena_release(st->ar);
+    return;
+  }
   /* Freeing a child is a caller bug; unlinking first keeps the parent valid
    * instead of leaving it pointing at freed memory. */
   unlink_node(st);
@@ -367,14 +635,26 @@ void epode_stanza_free(epode_stanza *st) {
   }
 }
 
+/* Bytes a copy of `v` takes in a node's block (none for an atom). */
+static size_t copy_size(const char *v) { return epode__is_atom(v) ? 0 : strlen(v) + 1; }
+
+/* `v` itself if it is an atom, else a copy at *p (advanced past it). */
+static char *copy_piece(char **p, const char *v) {
+  if (epode__is_atom(v)) return (char *)v;
+  size_t n = strlen(v) + 1;
+  char *d = memcpy(*p, v, n);
+  *p += n;
+  return d;
+}
+
 /* Copies one node (not its children) into a single block. `ns` overrides
  * the namespace stored (used to freeze an inherited one on the root). */
 static epode_stanza *clone_node(const epode_stanza *s, const char *ns) {
   if (!s->name) return text_new(&s->mem, s->text, s->text_len);
-  size_t nlen = strlen(s->name), nslen = ns ? strlen(ns) : 0;
-  size_t extra = s->nattrs * sizeof(attr) + nlen + 1 + (ns ? nslen + 1 : 0);
+  /* Atoms are shared, everything else copied into the node's block. */
+  size_t extra = s->nattrs * sizeof(attr) + copy_size(s->name) + (ns ? copy_size(ns) : 0);
   for (size_t i = 0; i < s->nattrs; i++)
-    extra += strlen(s->attrs[i].name) + strlen(s->attrs[i].value) + 2;
+    extra += copy_size(s->attrs[i].name) + copy_size(s->attrs[i].value);
   epode_stanza *d = node_alloc(&s->mem, extra);
   if (!d) return NULL;
   char *p = (char *)(d + 1);
@@ -383,22 +663,11 @@ static epode_stanza *clone_node(const epode_stanza *s, const char *ns) {
     p += s->nattrs * sizeof(attr);
   }
   d->nattrs = d->attrs_cap = s->nattrs;
-  d->name = p;
-  memcpy(p, s->name, nlen + 1);
-  p += nlen + 1;
-  if (ns) {
-    d->ns = p;
-    memcpy(p, ns, nslen + 1);
-    p += nslen + 1;
-  }
+  d->name = copy_piece(&p, s->name);
+  if (ns) d->ns = copy_piece(&p, ns);
   for (size_t i = 0; i < s->nattrs; i++) {
-    size_t a = strlen(s->attrs[i].name) + 1, v = strlen(s->attrs[i].value) + 1;
-    d->attrs[i].name = p;
-    memcpy(p, s->attrs[i].name, a);
-    p += a;
-    d->attrs[i].value = p;
-    memcpy(p, s->attrs[i].value, v);
-    p += v;
+    d->attrs[i].name = copy_piece(&p, s->attrs[i].name);
+    d->attrs[i].value = copy_piece(&p, s->attrs[i].value);
     d->attrs[i].own = 0;
   }
   return d;
@@ -447,9 +716,22 @@ const epode_mem *epode_stanza_mem(const epode_stanza *st) {
 
 /* ------------------------------------------------------------ attributes */
 
+/* The atom for a string about to be compared with many (NULL if it is none:
+ * then no atom equals it). */
+static const char *key_of(const char *s) {
+  return epode__is_atom(s) ? s : epode__atom(s, strlen(s));
+}
+
+/* strcmp(stored, s) == 0, given key = key_of(s). */
+static inline int key_eq(const char *stored, const char *s, const char *key) {
+  if (stored == key) return 1;
+  return !epode__is_atom(stored) && strcmp(stored, s) == 0;
+}
+
 static attr *find_attr(const epode_stanza *st, const char *name, size_t *idx) {
+  const char *key = key_of(name);
   for (size_t i = 0; i < st->nattrs; i++) {
-    if (strcmp(st->attrs[i].name, name) == 0) {
+    if (key_eq(st->attrs[i].name, name, key)) {
       if (idx) *idx = i;
       return &st->attrs[i];
     }
@@ -487,6 +769,7 @@ epode_err epode_stanza_set_attr(epode_stanza *st, const char *name, const char *
   if (!kind) return EPODE_ERR_INVAL;
   size_t vlen = strlen(value);
   if (!valid_text(value, vlen)) return EPODE_ERR_INVAL;
+  if (st->ar) st->ar->dirty = 1; /* the attribute takes heap pieces */
   char *canon = NULL;
   if (kind == 2) {
     size_t ll = strlen(local);
@@ -571,10 +854,18 @@ epode_err epode_stanza_attr_at(const epode_stanza *st, size_t i, const char **na
   return EPODE_OK;
 }
 
-const char *epode_stanza_id(const epode_stanza *st) { return epode_stanza_get_attr(st, "id"); }
-const char *epode_stanza_type(const epode_stanza *st) { return epode_stanza_get_attr(st, "type"); }
-const char *epode_stanza_to(const epode_stanza *st) { return epode_stanza_get_attr(st, "to"); }
-const char *epode_stanza_from(const epode_stanza *st) { return epode_stanza_get_attr(st, "from"); }
+const char *epode_stanza_id(const epode_stanza *st) {
+  return epode_stanza_get_attr(st, epode__atoms.id);
+}
+const char *epode_stanza_type(const epode_stanza *st) {
+  return epode_stanza_get_attr(st, epode__atoms.type);
+}
+const char *epode_stanza_to(const epode_stanza *st) {
+  return epode_stanza_get_attr(st, epode__atoms.to);
+}
+const char *epode_stanza_from(const epode_stanza *st) {
+  return epode_stanza_get_attr(st, epode__atoms.from);
+}
 
 /* ------------------------------------------------------------ tree */
 
@@ -630,9 +921,13 @@ epode_err epode_stanza_detach(epode_stanza *child) {
   if (!child || !child->parent) return EPODE_ERR_INVAL;
   /* Keep the namespace the element had in its tree. */
   char *frozen = NULL;
+  const char *atom = NULL;
   if (child->name && !child->ns) {
     const char *ns = resolved_ns(child->parent);
-    if (ns && !(frozen = epode__strdup(&child->mem, ns))) return EPODE_ERR_NOMEM;
+    if (ns && epode__is_atom(ns))
+      atom = ns;
+    else if (ns && !(frozen = epode__strdup(&child->mem, ns)))
+      return EPODE_ERR_NOMEM;
   }
   /* Removing a node between two text nodes would leave them adjacent. */
   epode_stanza *prev = child->prev, *next = child->next;
@@ -649,9 +944,11 @@ epode_err epode_stanza_detach(epode_stanza *child) {
     unlink_node(next);
     node_free(next);
   }
+  if (atom) child->ns = (char *)atom;
   if (frozen) {
     child->ns = frozen;
     child->flags |= NS_HEAP;
+    if (child->ar) child->ar->dirty = 1;
   }
   /* The caller now owns the node apart from its old root: it keeps the
    * arena alive on its own. */
@@ -666,28 +963,27 @@ epode_stanza *epode_stanza_parent(const epode_stanza *st) { return st ? st->pare
 epode_stanza *epode_stanza_first_child(const epode_stanza *st) { return st ? st->first : NULL; }
 epode_stanza *epode_stanza_next_sibling(const epode_stanza *st) { return st ? st->next : NULL; }
 
-static int matches(const epode_stanza *c, const char *name, const char *ns) {
-  if (!c->name) return 0;
-  if (name && strcmp(c->name, name) != 0) return 0;
-  if (ns) {
-    const char *cns = resolved_ns(c);
-    if (!cns || strcmp(cns, ns) != 0) return 0;
+/* The first element from `c` on with that name and namespace (NULL: any). */
+static epode_stanza *find_from(epode_stanza *c, const char *name, const char *ns) {
+  const char *kname = name ? key_of(name) : NULL, *kns = ns ? key_of(ns) : NULL;
+  for (; c; c = c->next) {
+    if (!c->name) continue;
+    if (name && !key_eq(c->name, name, kname)) continue;
+    if (ns) {
+      const char *cns = resolved_ns(c);
+      if (!cns || !key_eq(cns, ns, kns)) continue;
+    }
+    return c;
   }
-  return 1;
+  return NULL;
 }
 
 epode_stanza *epode_stanza_find_child(const epode_stanza *st, const char *name, const char *ns) {
-  if (!st) return NULL;
-  for (epode_stanza *c = st->first; c; c = c->next)
-    if (matches(c, name, ns)) return c;
-  return NULL;
+  return st ? find_from(st->first, name, ns) : NULL;
 }
 
 epode_stanza *epode_stanza_find_next(const epode_stanza *st, const char *name, const char *ns) {
-  if (!st) return NULL;
-  for (epode_stanza *c = st->next; c; c = c->next)
-    if (matches(c, name, ns)) return c;
-  return NULL;
+  return st ? find_from(st->next, name, ns) : NULL;
 }
 
 /* ------------------------------------------------------------ text */
@@ -791,7 +1087,7 @@ static epode_err write_open(epode__buf *b, const epode_stanza *n, const char *en
                             const char *pns) {
   epode_err e = epode__buf_append(b, "<", 1);
   if (!e) e = epode__buf_append_str(b, n->name);
-  if (!e && strcmp(ens, pns) != 0) {
+  if (!e && !epode__str_eq(ens, pns)) {
     e = epode__buf_append_str(b, " xmlns='");
     if (!e) e = epode__buf_append_escaped(b, ens, strlen(ens), 1);
     if (!e) e = epode__buf_append(b, "'", 1);
@@ -889,34 +1185,81 @@ epode_err epode_stanza_to_string(const epode_stanza *st, const char *context_ns,
 /* ------------------------------------------------------------ parser support */
 
 /* Size and layout of an element built from expat NS-mode data (see
- * stanza_int.h): the bytes needed after the node, and the pieces of `name`. */
+ * stanza_int.h): the bytes needed after the node, and the pieces of `name`
+ * and of the attributes, measured once (the first EXPAT_ATTS attributes;
+ * any further ones are measured again while filling). Names, namespaces,
+ * attribute names and 'type' values that are atoms are not copied. */
+#define EXPAT_ATTS 8
+
+typedef struct expat_att {
+  const char *name;  /* the stored name's atom, or NULL */
+  const char *local; /* after the namespace URI, if any */
+  size_t ul, ll;     /* lengths of the URI (0: none) and of local */
+  int xml;           /* the URI is the XML namespace: stored as "xml:" local */
+  const char *value; /* the value's atom, or NULL */
+  size_t vl;
+} expat_att;
+
 typedef struct expat_el {
+  const char *name, *ns; /* atoms, or NULL */
   const char *local;
   size_t llen, nslen, na, extra;
+  expat_att att[EXPAT_ATTS];
 } expat_el;
 
 static const char xml_ns[] = EPODE_NS_XML;
+
+/* Measures one attribute; returns the bytes it takes in the block. */
+static size_t att_measure(expat_att *a, const char *an, const char *av, char sep) {
+  const char *q = an;
+  while (*q && *q != sep) /* names are short: no call */
+    q++;
+  size_t size;
+  if (*q) {
+    a->ul = (size_t)(q - an);
+    a->local = q + 1;
+    a->ll = strlen(a->local);
+    a->xml = a->ul == sizeof(xml_ns) - 1 && memcmp(an, xml_ns, a->ul) == 0;
+    a->name =
+        a->xml && a->ll == 4 && memcmp(a->local, "lang", 4) == 0 ? epode__atoms.xml_lang : NULL;
+    size = a->xml ? 4 + a->ll + 1 : 1 + a->ul + 1 + a->ll + 1; /* "xml:" l, "{" uri "}" l */
+  } else {
+    a->ul = 0;
+    a->local = an;
+    a->ll = (size_t)(q - an);
+    a->xml = 0;
+    a->name = epode__atom(an, a->ll);
+    size = a->ll + 1;
+  }
+  if (a->name) size = 0;
+  a->vl = strlen(av);
+  a->value = a->name == epode__atoms.type ? epode__atom(av, a->vl) : NULL;
+  return size + (a->value ? 0 : a->vl + 1);
+}
 
 static void expat_measure(expat_el *m, const char *name, const char **atts, char sep) {
   const char *local = strchr(name, sep);
   m->nslen = local ? (size_t)(local - name) : 0;
   m->local = local ? local + 1 : name;
   m->llen = strlen(m->local);
-  size_t na = 0, extra = m->llen + 1 + m->nslen + 1;
+  m->name = epode__atom(m->local, m->llen);
+  m->ns = epode__atom(name, m->nslen);
+  size_t na = 0, extra = (m->name ? 0 : m->llen + 1) + (m->ns ? 0 : m->nslen + 1);
   for (; atts[2 * na]; na++) {
-    const char *an = atts[2 * na], *s = strchr(an, sep);
-    size_t alen = strlen(an);
-    if (s) {
-      size_t ul = (size_t)(s - an);
-      if (ul == sizeof(xml_ns) - 1 && memcmp(an, xml_ns, ul) == 0)
-        alen = alen - ul - 1 + 4; /* "xml:" + local */
-      else
-        alen += 1; /* "{" uri "}" local */
-    }
-    extra += alen + 1 + strlen(atts[2 * na + 1]) + 1;
+    expat_att tmp;
+    extra += att_measure(na < EXPAT_ATTS ? &m->att[na] : &tmp, atts[2 * na], atts[2 * na + 1], sep);
   }
   m->na = na;
   m->extra = extra + na * sizeof(attr);
+}
+
+/* Copies n bytes and a NUL at *p (advanced past them). */
+static char *put(char **p, const char *s, size_t n) {
+  char *d = *p;
+  memcpy(d, s, n);
+  d[n] = '\0';
+  *p = d + n + 1;
+  return d;
 }
 
 static void expat_fill(epode_stanza *st, const expat_el *m, const char *name, const char **atts,
@@ -928,40 +1271,36 @@ static void expat_fill(epode_stanza *st, const expat_el *m, const char *name, co
     p += na * sizeof(attr);
   }
   st->nattrs = st->attrs_cap = na;
-  st->name = p;
-  memcpy(p, m->local, m->llen + 1);
-  p += m->llen + 1;
-  st->ns = p;
-  memcpy(p, name, m->nslen);
-  p[m->nslen] = '\0';
-  p += m->nslen + 1;
+  st->name = m->name ? (char *)m->name : put(&p, m->local, m->llen);
+  st->ns = m->ns ? (char *)m->ns : put(&p, name, m->nslen);
   for (size_t i = 0; i < na; i++) {
-    const char *an = atts[2 * i], *av = atts[2 * i + 1], *s = strchr(an, sep);
+    const char *an = atts[2 * i], *av = atts[2 * i + 1];
+    expat_att tmp;
+    const expat_att *x = &m->att[i];
+    if (i >= EXPAT_ATTS) {
+      att_measure(&tmp, an, av, sep);
+      x = &tmp;
+    }
     attr *a = &st->attrs[i];
     a->own = 0;
-    a->name = p;
-    if (!s) {
-      size_t l = strlen(an);
-      memcpy(p, an, l + 1);
-      p += l + 1;
+    if (x->name) {
+      a->name = (char *)x->name;
+    } else if (!x->ul) {
+      a->name = put(&p, an, x->ll);
     } else {
-      size_t ul = (size_t)(s - an), ll = strlen(s + 1);
-      if (ul == sizeof(xml_ns) - 1 && memcmp(an, xml_ns, ul) == 0) {
+      a->name = p;
+      if (x->xml) {
         memcpy(p, "xml:", 4);
         p += 4;
       } else {
         *p++ = '{';
-        memcpy(p, an, ul);
-        p += ul;
+        memcpy(p, an, x->ul);
+        p += x->ul;
         *p++ = '}';
       }
-      memcpy(p, s + 1, ll + 1);
-      p += ll + 1;
+      put(&p, x->local, x->ll);
     }
-    size_t vl = strlen(av);
-    a->value = p;
-    memcpy(p, av, vl + 1);
-    p += vl + 1;
+    a->value = x->value ? (char *)x->value : put(&p, av, x->vl);
   }
 }
 
@@ -992,6 +1331,7 @@ epode_err epode__stanza_new_arena_root(epode_stanza **out, const epode_mem *mem,
   ar->pos = (char *)ar + ARENA_HDR;
   ar->end = ar->pos + cap;
   ar->size = cap;
+  ar->dirty = 0;
   epode_stanza *st = arena_node(ar, m.extra); /* fits: cap >= need */
   expat_fill(st, &m, name, atts, sep);
   st->flags = ARENA_REF;
@@ -1006,7 +1346,7 @@ epode_err epode__stanza_add_expat_child(epode_stanza **out, epode_stanza *parent
   epode_stanza *st = arena_node(parent->ar, m.extra);
   if (!st) return EPODE_ERR_NOMEM;
   expat_fill(st, &m, name, atts, sep);
-  epode__stanza_link(parent, st);
+  link_node(parent, st);
   *out = st;
   return EPODE_OK;
 }
@@ -1015,7 +1355,7 @@ epode_err epode__stanza_add_arena_text(epode_stanza *parent, const char *text, s
   if (len == 0) return EPODE_OK;
   epode_stanza *t = text_fill(arena_node(parent->ar, len + 1), text, len);
   if (!t) return EPODE_ERR_NOMEM;
-  epode__stanza_link(parent, t);
+  link_node(parent, t);
   return EPODE_OK;
 }
 
