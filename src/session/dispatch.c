@@ -8,6 +8,7 @@
 
 #include "session/session_int.h"
 #include "util/alloc.h"
+#include "xml/stanza_int.h"
 
 /* ------------------------------------------------------------------ queue */
 
@@ -91,7 +92,8 @@ static epode_err send_bytes(epode_session *s, const char *data, size_t len, epod
 }
 
 static int is_stanza_name(const char *name) {
-  return !strcmp(name, "message") || !strcmp(name, "presence") || !strcmp(name, "iq");
+  return epode__str_eq(name, epode__atoms.message) || epode__str_eq(name, epode__atoms.presence) ||
+         epode__str_eq(name, epode__atoms.iq);
 }
 
 static epode_err send_stanza(epode_session *s, const epode_stanza *st, epode_delivery_fn fn,
@@ -233,19 +235,36 @@ void epode__iqs_cancel(epode_session *s, epode_err err) {
 
 /* ------------------------------------------------------------------ handlers */
 
+/* A handler's name, namespace and type are kept as atoms when they are
+ * (stanza_int.h), so that matching them against a received stanza's, which
+ * are atoms too, compares pointers. */
+static char *keep_str(epode_session *s, const char *v) {
+  if (!v) return NULL;
+  const char *a = epode__atom(v, strlen(v));
+  return a ? (char *)a : epode__strdup(s->mem, v);
+}
+
+static void drop_str(epode_session *s, char *v) {
+  if (v && !epode__is_atom(v)) epode__free(s->mem, v);
+}
+
+static void handler_free(epode_session *s, epode__handler *h) {
+  drop_str(s, h->name);
+  drop_str(s, h->ns);
+  drop_str(s, h->type);
+  epode__free(s->mem, h);
+}
+
 epode_err epode_session_add_handler(epode_session *s, const char *name, const char *ns,
                                     const char *type, epode_handler_fn fn, void *ud) {
   if (!s || !fn) return EPODE_ERR_INVAL;
   epode__handler *h = epode__calloc(s->mem, sizeof *h);
   if (!h) return EPODE_ERR_NOMEM;
-  h->name = name ? epode__strdup(s->mem, name) : NULL;
-  h->ns = ns ? epode__strdup(s->mem, ns) : NULL;
-  h->type = type ? epode__strdup(s->mem, type) : NULL;
+  h->name = keep_str(s, name);
+  h->ns = keep_str(s, ns);
+  h->type = keep_str(s, type);
   if ((name && !h->name) || (ns && !h->ns) || (type && !h->type)) {
-    epode__free(s->mem, h->name);
-    epode__free(s->mem, h->ns);
-    epode__free(s->mem, h->type);
-    epode__free(s->mem, h);
+    handler_free(s, h);
     return EPODE_ERR_NOMEM;
   }
   h->fn = fn;
@@ -256,13 +275,6 @@ epode_err epode_session_add_handler(epode_session *s, const char *name, const ch
   while (*pp) pp = &(*pp)->next;
   *pp = h;
   return EPODE_OK;
-}
-
-static void handler_free(epode_session *s, epode__handler *h) {
-  epode__free(s->mem, h->name);
-  epode__free(s->mem, h->ns);
-  epode__free(s->mem, h->type);
-  epode__free(s->mem, h);
 }
 
 static void sweep(epode_session *s) {
@@ -304,20 +316,20 @@ void epode__handlers_free(epode_session *s) {
 
 static int ns_matches(const epode_stanza *st, const char *ns) {
   const char *own = epode_stanza_ns(st);
-  if (own && !strcmp(own, ns)) return 1;
+  if (own && epode__str_eq(own, ns)) return 1;
   for (epode_stanza *c = epode_stanza_first_child(st); c; c = epode_stanza_next_sibling(c)) {
     if (epode_stanza_is_text(c)) continue;
     const char *cns = epode_stanza_ns(c);
-    if (cns && !strcmp(cns, ns)) return 1;
+    if (cns && epode__str_eq(cns, ns)) return 1;
   }
   return 0;
 }
 
 static int handler_matches(const epode__handler *h, const epode_stanza *st) {
-  if (h->name && strcmp(h->name, epode_stanza_name(st)) != 0) return 0;
+  if (h->name && !epode__str_eq(h->name, epode_stanza_name(st))) return 0;
   if (h->type) {
     const char *t = epode_stanza_type(st);
-    if (!t || strcmp(t, h->type) != 0) return 0;
+    if (!t || !epode__str_eq(t, h->type)) return 0;
   }
   if (h->ns && !ns_matches(st, h->ns)) return 0;
   return 1;
@@ -346,7 +358,7 @@ static epode_err reply_unavailable(epode_session *s, const epode_stanza *iq) {
 
 epode_err epode__dispatch(epode_session *s, const epode_stanza *st) {
   const char *name = epode_stanza_name(st);
-  int is_iq = !strcmp(name, "iq");
+  int is_iq = epode__str_eq(name, epode__atoms.iq);
   if (is_iq && epode__iq_match(s, st)) return EPODE_OK;
 
   int handled = 0;

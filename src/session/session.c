@@ -13,6 +13,7 @@
 #include "session/session_host.h"
 #include "session/session_int.h"
 #include "util/alloc.h"
+#include "xml/stanza_int.h"
 
 static const char *const state_names[] = {
     "idle",  "resolving",      "connecting", "tls-handshake", "opening", "starttls",
@@ -766,6 +767,20 @@ static epode_err framing_element(epode_session *s, const epode_stanza *st) {
 static epode_err on_element(epode_session *s, const epode_stanza *st) {
   const char *name = epode_stanza_name(st), *ns = epode_stanza_ns(st);
   if (!ns) ns = "";
+  /* What a ready stream receives all the time: an element in jabber:client.
+   * None of the checks below can apply to it (stream errors, framing and
+   * XEP-0198 elements have namespaces of their own), so straight to the
+   * handlers, and it counts for XEP-0198 if it is a stanza. Names and
+   * namespaces are atoms (xml/stanza_int.h): these are pointer comparisons. */
+  if (s->neg == NEG_DONE &&
+      (s->state == EPODE_STATE_READY || s->state == EPODE_STATE_CLOSING) &&
+      epode__str_eq(ns, epode__atoms.ns_client)) {
+    epode_err e = epode__dispatch(s, st);
+    if (epode__str_eq(name, epode__atoms.message) || epode__str_eq(name, epode__atoms.presence) ||
+        epode__str_eq(name, epode__atoms.iq))
+      epode__sm_received(s);
+    return e;
+  }
   if (!strcmp(name, "error") && !strcmp(ns, EPODE_NS_STREAMS)) return handle_stream_error(s, st);
   if (s->framing != EPODE_FRAMING_STREAM && !strcmp(ns, EPODE_NS_FRAMING))
     return framing_element(s, st);
