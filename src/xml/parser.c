@@ -492,29 +492,54 @@ static void XMLCALL on_end(void *ud, const XML_Char *name) {
   if (e) fail(p, e, "stanza rejected by the callback (%s)", epode_err_name(e));
 }
 
+/* memcpy for the pieces expat hands over: most are short (one per entity
+ * reference, and the runs between them), where fixed-size moves that
+ * overlap beat a call. Reads and writes stay within the n bytes. */
+static inline void copy_text(char *d, const char *s, size_t n) {
+  if (n >= 8 && n <= 16) {
+    uint64_t a, b;
+    memcpy(&a, s, 8), memcpy(&b, s + n - 8, 8);
+    memcpy(d, &a, 8), memcpy(d + n - 8, &b, 8);
+  } else if (n >= 4 && n < 8) {
+    uint32_t a, b;
+    memcpy(&a, s, 4), memcpy(&b, s + n - 4, 4);
+    memcpy(d, &a, 4), memcpy(d + n - 4, &b, 4);
+  } else if (n < 4) {
+    d[0] = s[0];
+    if (n > 1) d[n - 1] = s[n - 1], d[n / 2] = s[n / 2];
+  } else {
+    memcpy(d, s, n);
+  }
+}
+
+/* Makes room for n more bytes of text; 0 if it failed (and stopped expat).
+ * Apart from on_text so that the common path stays a leaf function. */
+static __attribute__((noinline)) int grow_text(epode__xml_parser *p, size_t n) {
+  /* Text never outgrows the stanza's raw bytes, which are bounded. */
+  if (n > (size_t)-1 / 4 - p->tlen) {
+    fail(p, EPODE_ERR_LIMIT, "text too long");
+    return 0;
+  }
+  size_t cap = p->tcap ? p->tcap * 2 : 256;
+  while (cap < p->tlen + n)
+    cap *= 2;
+  char *b = epode__realloc(&p->mem, p->tbuf, cap);
+  if (!b) {
+    fail(p, EPODE_ERR_NOMEM, "out of memory");
+    return 0;
+  }
+  p->tbuf = b;
+  p->tcap = cap;
+  return 1;
+}
+
 static void XMLCALL on_text(void *ud, const XML_Char *s, int len) {
   epode__xml_parser *p = ud;
   if (p->stop || len <= 0) return;
   if (p->cur) {
     size_t n = (size_t)len;
-    if (n > p->tcap - p->tlen) {
-      /* Text never outgrows the stanza's raw bytes, which are bounded. */
-      if (n > (size_t)-1 / 4 - p->tlen) {
-        fail(p, EPODE_ERR_LIMIT, "text too long");
-        return;
-      }
-      size_t cap = p->tcap ? p->tcap * 2 : 256;
-      while (cap < p->tlen + n)
-        cap *= 2;
-      char *b = epode__realloc(&p->mem, p->tbuf, cap);
-      if (!b) {
-        fail(p, EPODE_ERR_NOMEM, "out of memory");
-        return;
-      }
-      p->tbuf = b;
-      p->tcap = cap;
-    }
-    memcpy(p->tbuf + p->tlen, s, n);
+    if (n > p->tcap - p->tlen && !grow_text(p, n)) return;
+    copy_text(p->tbuf + p->tlen, s, n);
     p->tlen += n;
     return;
   }
