@@ -100,11 +100,26 @@ static epode_err send_stanza(epode_session *s, const epode_stanza *st, epode_del
                              void *ud) {
   if (!s || !st || epode_stanza_is_text(st)) return EPODE_ERR_INVAL;
   if (!can_send(s)) return EPODE_ERR_STATE;
+  int stanza = is_stanza_name(epode_stanza_name(st));
+  if (s->state == EPODE_STATE_READY) {
+    /* As send_bytes() does, but serialised straight into the output
+     * buffer: the stanza is the last message there. */
+    if ((fn || (stanza && epode__sm_counting(s))) &&
+        s->ua_count >= s->cfg->limits[EPODE_LIMIT_UNACKED])
+      return EPODE_ERR_QUEUE_FULL;
+    epode_err e = epode__session_write_stanza(s, st);
+    if (e) return e;
+    size_t len = s->msgs[s->msg_tail - 1];
+    if (stanza)
+      e = epode__sm_sent(s, fn, ud, epode_stanza_id(st), s->out.data + s->out.len - len, len);
+    epode__session_notify_output(s);
+    return e;
+  }
   char *xml;
   size_t len;
   epode_err e = epode__session_serialize(s, st, &xml, &len);
   if (e) return e;
-  e = send_bytes(s, xml, len, fn, ud, epode_stanza_id(st), is_stanza_name(epode_stanza_name(st)));
+  e = send_bytes(s, xml, len, fn, ud, epode_stanza_id(st), stanza);
   epode__free(s->mem, xml);
   return e;
 }

@@ -48,9 +48,10 @@ void epode__session_log_out(epode_session *s, const char *data, size_t len) {
   epode__log(s->cfg, EPODE_LOG_TRAFFIC, "xml-out", "%.*s", (int)len, data);
 }
 
-epode_err epode__session_write(epode_session *s, const char *data, size_t len) {
-  if (!len) return EPODE_OK;
-  /* Compact lazily so partial writes by the transport stay O(n). */
+/* Makes room for one more message in the output: compacts what the
+ * transport took (lazily, so partial writes by the transport stay O(n))
+ * and grows the table of message lengths. */
+static epode_err out_room(epode_session *s) {
   if (s->out_off && s->out_off == s->out.len) {
     epode__buf_reset(&s->out);
     s->out_off = 0;
@@ -72,53 +73,56 @@ epode_err epode__session_write(epode_session *s, const char *data, size_t len) {
       s->msg_cap = cap;
     }
   }
-  epode_err e = epode__buf_append(&s->out, data, len);
+  return EPODE_OK;
+}
+
+epode_err epode__session_write(epode_session *s, const char *data, size_t len) {
+  if (!len) return EPODE_OK;
+  epode_err e = out_room(s);
+  if (e) return e;
+  e = epode__buf_append(&s->out, data, len);
   if (e == EPODE_ERR_LIMIT) return EPODE_ERR_QUEUE_FULL;
   if (!e) s->msgs[s->msg_tail++] = len;
   return e;
 }
 
-/* Adds xmlns='jabber:client' to a serialised root element that has no
- * namespace of its own (a stanza built with ns NULL). */
-static epode_err add_client_ns(epode_session *s, char **xml, size_t *len) {
-  static const char decl[] = " xmlns='" EPODE_NS_CLIENT "'";
-  size_t at = strcspn(*xml, " />");
-  char *n = epode__alloc(s->mem, *len + sizeof decl);
-  if (!n) return EPODE_ERR_NOMEM;
-  memcpy(n, *xml, at);
-  memcpy(n + at, decl, sizeof decl - 1);
-  memcpy(n + at + sizeof decl - 1, *xml + at, *len - at + 1);
-  epode__free(s->mem, *xml);
-  *xml = n;
-  *len += sizeof decl - 1;
-  return EPODE_OK;
+/* RFC 7395 §3.3.3: on a framed stream no namespace is inherited from a
+ * stream header, so a root element without one of its own (a stanza built
+ * with ns NULL) declares jabber:client right after its name. Returns that
+ * declaration, or NULL. */
+static const char *add_client_ns(const epode_session *s, const epode_stanza *st) {
+  if (s->framing == EPODE_FRAMING_STREAM) return NULL;
+  const char *ns = epode_stanza_ns(st);
+  return !ns || !*ns ? " xmlns='" EPODE_NS_CLIENT "'" : NULL;
+}
+
+static const char *context_ns(const epode_session *s) {
+  return s->framing == EPODE_FRAMING_STREAM ? EPODE_NS_CLIENT : NULL;
 }
 
 epode_err epode__session_serialize(epode_session *s, const epode_stanza *st, char **out,
                                    size_t *len) {
-  if (s->framing == EPODE_FRAMING_STREAM) return epode_stanza_to_string(st, EPODE_NS_CLIENT, out, len);
-  /* RFC 7395 §3.3.3: no namespace is inherited from a stream header. */
-  epode_err e = epode_stanza_to_string(st, NULL, out, len);
-  const char *ns = epode_stanza_ns(st);
-  if (!e && (!ns || !*ns)) {
-    e = add_client_ns(s, out, len);
-    if (e) {
-      epode__free(s->mem, *out);
-      *out = NULL;
-    }
-  }
+  epode__buf b;
+  epode__buf_init(&b, s->mem, 0);
+  epode_err e = epode__stanza_serialize(&b, st, context_ns(s), add_client_ns(s, st));
+  *out = e ? NULL : epode__buf_steal(&b, len);
+  if (!e && !*out) e = EPODE_ERR_NOMEM;
+  epode__buf_free(&b);
   return e;
 }
 
+/* Serialises straight into the output buffer: no string of its own, no
+ * copy. */
 epode_err epode__session_write_stanza(epode_session *s, const epode_stanza *st) {
-  char *xml;
-  size_t len;
-  epode_err e = epode__session_serialize(s, st, &xml, &len);
+  epode_err e = out_room(s);
   if (e) return e;
-  e = epode__session_write(s, xml, len);
-  if (!e) epode__session_log_out(s, xml, len);
-  epode__free(s->mem, xml);
-  return e;
+  size_t at = s->out.len;
+  e = epode__stanza_serialize(&s->out, st, context_ns(s), add_client_ns(s, st));
+  if (e) return e == EPODE_ERR_LIMIT ? EPODE_ERR_QUEUE_FULL : e;
+  size_t len = s->out.len - at;
+  s->msgs[s->msg_tail++] = len;
+  epode__session_log_out(s, s->out.data + at, len);
+  return EPODE_OK;
 }
 
 const void *epode_session_peek_output(const epode_session *s, size_t *len) {

@@ -20,7 +20,7 @@ void epode__buf_free(epode__buf *b) {
   b->len = b->cap = 0;
 }
 
-static epode_err reserve(epode__buf *b, size_t extra) {
+epode_err epode__buf_reserve(epode__buf *b, size_t extra) {
   if (extra > (size_t)-1 - b->len - 1) return EPODE_ERR_LIMIT;
   size_t need = b->len + extra + 1;
   if (b->max && need - 1 > b->max) return EPODE_ERR_LIMIT;
@@ -35,7 +35,7 @@ static epode_err reserve(epode__buf *b, size_t extra) {
 }
 
 epode_err epode__buf_append(epode__buf *b, const void *p, size_t n) {
-  epode_err e = reserve(b, n);
+  epode_err e = epode__buf_reserve(b, n);
   if (e) return e;
   if (n) memcpy(b->data + b->len, p, n);
   b->len += n;
@@ -53,7 +53,7 @@ epode_err epode__buf_printf(epode__buf *b, const char *fmt, ...) {
   int n = vsnprintf(NULL, 0, fmt, ap);
   va_end(ap);
   if (n < 0) return EPODE_ERR_INVAL;
-  epode_err e = reserve(b, (size_t)n);
+  epode_err e = epode__buf_reserve(b, (size_t)n);
   if (e) return e;
   va_start(ap, fmt);
   vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
@@ -62,33 +62,35 @@ epode_err epode__buf_printf(epode__buf *b, const char *fmt, ...) {
   return EPODE_OK;
 }
 
+/* What each byte becomes when escaped: an index into `esc_rep`, 0 for
+ * itself. Text escapes & < > and CR (which XML would normalise);
+ * attribute values also " ' and the tab and line feed (which attribute
+ * value normalisation would turn into spaces). */
+static const char esc_rep[][8] = {"",       "&amp;", "&lt;", "&gt;", "&quot;",
+                                  "&apos;", "&#13;", "&#9;", "&#10;"};
+static const unsigned char esc_len[] = {0, 5, 4, 4, 6, 6, 5, 4, 5};
+static const unsigned char esc_text[256] = {['&'] = 1, ['<'] = 2, ['>'] = 3, ['\r'] = 6};
+static const unsigned char esc_attr[256] = {
+    ['&'] = 1, ['<'] = 2, ['>'] = 3, ['"'] = 4, ['\''] = 5, ['\r'] = 6, ['\t'] = 7, ['\n'] = 8};
+
 epode_err epode__buf_append_escaped(epode__buf *b, const char *s, size_t n, int attr) {
+  const unsigned char *tab = attr ? esc_attr : esc_text;
   size_t start = b->len;
-  size_t run = 0; /* start of the pending unescaped run */
-  for (size_t i = 0; i < n; i++) {
-    const char *rep = NULL;
-    switch (s[i]) {
-    case '&': rep = "&amp;"; break;
-    case '<': rep = "&lt;"; break;
-    case '>': rep = "&gt;"; break;
-    case '"': rep = attr ? "&quot;" : NULL; break;
-    case '\'': rep = attr ? "&apos;" : NULL; break;
-    case '\r': rep = "&#13;"; break;  /* keep CR across parsing (XML normalises it) */
-    case '\t': rep = attr ? "&#9;" : NULL; break;
-    case '\n': rep = attr ? "&#10;" : NULL; break;
-    default: break;
-    }
-    if (!rep) continue;
-    epode_err e = epode__buf_append(b, s + run, i - run);
-    if (!e) e = epode__buf_append_str(b, rep);
-    if (e) {
-      b->len = start;
-      if (b->data) b->data[start] = '\0';
-      return e;
-    }
-    run = i + 1;
+  epode_err e = EPODE_OK;
+  for (size_t i = 0; i < n;) {
+    size_t j = i;
+    const unsigned char *u = (const unsigned char *)s;
+    while (n - j >= 4 && !(tab[u[j]] | tab[u[j + 1]] | tab[u[j + 2]] | tab[u[j + 3]]))
+      j += 4;
+    while (j < n && !tab[u[j]])
+      j++;
+    if (j > i && (e = epode__buf_add(b, s + i, j - i))) break;
+    if (j == n) break;
+    unsigned k = tab[(unsigned char)s[j]];
+    if ((e = epode__buf_add(b, esc_rep[k], esc_len[k]))) break;
+    i = j + 1;
   }
-  epode_err e = epode__buf_append(b, s + run, n - run);
+  if (!e && !b->data) e = epode__buf_reserve(b, 0); /* n == 0: still terminated, as before */
   if (e) {
     b->len = start;
     if (b->data) b->data[start] = '\0';
@@ -114,7 +116,7 @@ void epode__buf_reset(epode__buf *b) {
 
 char *epode__buf_steal(epode__buf *b, size_t *len) {
   if (!b->data) {
-    if (reserve(b, 0)) return NULL;
+    if (epode__buf_reserve(b, 0)) return NULL;
     b->data[0] = '\0'; /* a never-written buffer is not terminated yet */
   }
   char *d = b->data;

@@ -1083,14 +1083,19 @@ static unsigned uri_ordinal(const epode_stanza *st, size_t i, int *first_use) {
   return k + 1;
 }
 
-static epode_err write_open(epode__buf *b, const epode_stanza *n, const char *ens,
-                            const char *pns) {
-  epode_err e = epode__buf_append(b, "<", 1);
-  if (!e) e = epode__buf_append_str(b, n->name);
+static inline epode_err put_str(epode__buf *b, const char *s) {
+  return epode__buf_add(b, s, strlen(s));
+}
+
+static epode_err write_open(epode__buf *b, const epode_stanza *n, const char *ens, const char *pns,
+                            const char *decl) {
+  epode_err e = epode__buf_add(b, "<", 1);
+  if (!e) e = put_str(b, n->name);
+  if (!e && decl) e = put_str(b, decl);
   if (!e && !epode__str_eq(ens, pns)) {
-    e = epode__buf_append_str(b, " xmlns='");
+    e = epode__buf_add(b, " xmlns='", 8);
     if (!e) e = epode__buf_append_escaped(b, ens, strlen(ens), 1);
-    if (!e) e = epode__buf_append(b, "'", 1);
+    if (!e) e = epode__buf_add(b, "'", 1);
   }
   /* Declarations for the namespaces of "{uri}local" attributes. */
   for (size_t i = 0; i < n->nattrs && !e; i++) {
@@ -1102,7 +1107,7 @@ static epode_err write_open(epode__buf *b, const epode_stanza *n, const char *en
     size_t ul = attr_uri(n->attrs[i].name, &u);
     e = epode__buf_printf(b, " xmlns:ns%u='", k);
     if (!e) e = epode__buf_append_escaped(b, u, ul, 1);
-    if (!e) e = epode__buf_append(b, "'", 1);
+    if (!e) e = epode__buf_add(b, "'", 1);
   }
   for (size_t i = 0; i < n->nattrs && !e; i++) {
     const char *name = n->attrs[i].name;
@@ -1111,46 +1116,49 @@ static epode_err write_open(epode__buf *b, const epode_stanza *n, const char *en
       unsigned k = uri_ordinal(n, i, &first);
       e = epode__buf_printf(b, " ns%u:%s='", k, strrchr(name, '}') + 1);
     } else {
-      e = epode__buf_printf(b, " %s='", name);
+      e = epode__buf_add(b, " ", 1);
+      if (!e) e = put_str(b, name);
+      if (!e) e = epode__buf_add(b, "='", 2);
     }
     if (!e) e = epode__buf_append_escaped(b, n->attrs[i].value, strlen(n->attrs[i].value), 1);
-    if (!e) e = epode__buf_append(b, "'", 1);
+    if (!e) e = epode__buf_add(b, "'", 1);
   }
-  if (!e) e = n->first ? epode__buf_append(b, ">", 1) : epode__buf_append(b, "/>", 2);
+  if (!e) e = n->first ? epode__buf_add(b, ">", 1) : epode__buf_add(b, "/>", 2);
   return e;
 }
 
-epode_err epode_stanza_to_string(const epode_stanza *st, const char *context_ns, char **out,
-                                 size_t *len) {
-  if (!out) return EPODE_ERR_INVAL;
-  *out = NULL;
-  if (len) *len = 0;
-  if (!st) return EPODE_ERR_INVAL;
+/* Output namespaces of the open elements kept inline up to this depth. */
+#define SER_STACK 16
+
+epode_err epode__stanza_serialize(epode__buf *b, const epode_stanza *st, const char *context_ns,
+                                  const char *root_decl) {
   const char *ctx = context_ns ? context_ns : "";
-  epode__buf b;
-  epode__buf_init(&b, &st->mem, 0);
+  size_t start = b->len;
   /* Output namespace of each open element, to decide where xmlns goes. */
-  const char **stk = NULL;
-  size_t depth = 0, cap = 0;
+  const char *inline_stk[SER_STACK], **stk = inline_stk;
+  size_t depth = 0, cap = SER_STACK;
   epode_err e = EPODE_OK;
   const epode_stanza *n = st;
   for (;;) {
     if (!n->name) {
-      e = epode__buf_append_escaped(&b, n->text, n->text_len, 0);
+      e = epode__buf_append_escaped(b, n->text, n->text_len, 0);
     } else {
       const char *pns = depth ? stk[depth - 1] : ctx;
       const char *ens = n->ns;
       if (!ens) ens = n == st ? resolved_ns(n) : pns;
       if (!ens) ens = ctx;
-      e = write_open(&b, n, ens, pns);
+      e = write_open(b, n, ens, pns, n == st ? root_decl : NULL);
       if (!e && n->first) {
         if (depth == cap) {
-          size_t ncap = cap ? cap * 2 : 16;
-          const char **s2 = epode__realloc(&st->mem, (void *)stk, ncap * sizeof(*stk));
-          if (!s2)
+          size_t ncap = cap * 2;
+          const char **s2 = epode__alloc(&st->mem, ncap * sizeof(*stk));
+          if (!s2) {
             e = EPODE_ERR_NOMEM;
-          else
+          } else {
+            memcpy((void *)s2, (const void *)stk, depth * sizeof(*stk));
+            if (stk != inline_stk) epode__free(&st->mem, (void *)stk);
             stk = s2, cap = ncap;
+          }
         }
         if (!e) {
           stk[depth++] = ens;
@@ -1163,14 +1171,30 @@ epode_err epode_stanza_to_string(const epode_stanza *st, const char *context_ns,
     while (n != st && !n->next && !e) {
       n = n->parent;
       depth--;
-      e = epode__buf_append(&b, "</", 2);
-      if (!e) e = epode__buf_append_str(&b, n->name);
-      if (!e) e = epode__buf_append(&b, ">", 1);
+      e = epode__buf_add(b, "</", 2);
+      if (!e) e = put_str(b, n->name);
+      if (!e) e = epode__buf_add(b, ">", 1);
     }
     if (e || n == st) break;
     n = n->next;
   }
-  epode__free(&st->mem, (void *)stk);
+  if (stk != inline_stk) epode__free(&st->mem, (void *)stk);
+  if (e) {
+    b->len = start;
+    if (b->data) b->data[start] = '\0';
+  }
+  return e;
+}
+
+epode_err epode_stanza_to_string(const epode_stanza *st, const char *context_ns, char **out,
+                                 size_t *len) {
+  if (!out) return EPODE_ERR_INVAL;
+  *out = NULL;
+  if (len) *len = 0;
+  if (!st) return EPODE_ERR_INVAL;
+  epode__buf b;
+  epode__buf_init(&b, &st->mem, 0);
+  epode_err e = epode__stanza_serialize(&b, st, context_ns, NULL);
   if (!e) {
     char *s = epode__buf_steal(&b, len);
     if (!s)

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "epode/stanza.h"
+#include "util/buf.h"
 
 /* Atoms: one static copy of the element names, namespaces, attribute names
  * and 'type' values XMPP uses all the time. Trees store these strings as
@@ -82,6 +83,12 @@ epode_err epode__stanza_add_expat_child(epode_stanza **out, epode_stanza *parent
  * `parent` (an arena node whose last child is not text), in its arena.
  * len 0 adds nothing. */
 epode_err epode__stanza_add_arena_text(epode_stanza *parent, const char *text, size_t len);
+/* Appends the XML of `st` to `b`, as epode_stanza_to_string() would
+ * return it; `root_decl`, if not NULL, is written right after the root's
+ * name (the session adds " xmlns='jabber:client'" there on framed streams).
+ * On error `b` is as it was: EPODE_ERR_LIMIT past its max, EPODE_ERR_NOMEM. */
+epode_err epode__stanza_serialize(epode__buf *b, const epode_stanza *st, const char *context_ns,
+                                  const char *root_decl);
 /* Bytes of arena used by the tree `st` was built in (0 if none). */
 size_t epode__stanza_arena_used(const epode_stanza *st);
 /* Appends an element that has no parent as the last child of `parent`. No
