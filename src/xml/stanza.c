@@ -358,24 +358,50 @@ static size_t utf8_decode(const unsigned char *s, size_t n, uint32_t *cp) {
   return len;
 }
 
-/* XML 1.0 Char production. */
-static int is_xml_char(uint32_t c) {
-  return c == 0x9 || c == 0xA || c == 0xD || (c >= 0x20 && c <= 0xD7FF) ||
-         (c >= 0xE000 && c <= 0xFFFD) || (c >= 0x10000 && c <= 0x10FFFF);
-}
-
+/* UTF-8 that decodes to XML Chars only (strict: no overlongs, surrogates,
+ * code points above U+10FFFF or truncated sequences; no control characters
+ * but tab, line feed and carriage return; not U+FFFE or U+FFFF). */
 static int valid_text(const char *s, size_t n) {
   const unsigned char *u = (const unsigned char *)s;
   size_t i = 0;
   while (i < n) {
-    if (u[i] >= 0x20 && u[i] < 0x80) { /* fast path for printable ASCII */
+    /* Eight bytes at a time while they are printable ASCII: none has its
+     * top bit set, none is below 0x20 (subtracting 0x20 would set it). */
+    for (; n - i >= 8; i += 8) {
+      uint64_t x;
+      memcpy(&x, u + i, 8);
+      if ((x | (x - 0x2020202020202020ull)) & 0x8080808080808080ull) break;
+    }
+    if (i == n) break;
+    unsigned c = u[i];
+    if (c < 0x80) {
+      if (c < 0x20 && c != '\t' && c != '\n' && c != '\r') return 0;
       i++;
       continue;
     }
-    uint32_t cp;
-    size_t l = utf8_decode(u + i, n - i, &cp);
-    if (!l || !is_xml_char(cp)) return 0;
-    i += l;
+    size_t more;                   /* continuation bytes */
+    unsigned lo = 0x80, hi = 0xBF; /* range of the first of them */
+    if (c >= 0xC2 && c <= 0xDF)
+      more = 1;
+    else if (c == 0xE0)
+      more = 2, lo = 0xA0; /* no overlongs */
+    else if (c == 0xED)
+      more = 2, hi = 0x9F; /* no surrogates */
+    else if (c >= 0xE1 && c <= 0xEF)
+      more = 2;
+    else if (c == 0xF0)
+      more = 3, lo = 0x90; /* no overlongs */
+    else if (c >= 0xF1 && c <= 0xF3)
+      more = 3;
+    else if (c == 0xF4)
+      more = 3, hi = 0x8F; /* up to U+10FFFF */
+    else
+      return 0;
+    if (n - i <= more || u[i + 1] < lo || u[i + 1] > hi) return 0;
+    for (size_t k = 2; k <= more; k++)
+      if ((u[i + k] & 0xC0) != 0x80) return 0;
+    if (c == 0xEF && u[i + 1] == 0xBF && u[i + 2] >= 0xBE) return 0; /* U+FFFE, U+FFFF */
+    i += more + 1;
   }
   return 1;
 }
@@ -400,6 +426,13 @@ static int valid_ncname(const char *s, size_t n) {
   size_t i = 0;
   if (n == 0) return 0;
   while (i < n) {
+    unsigned c = u[i];
+    if (c < 0x80) { /* ASCII: letters and '_', then also digits, '-' and '.' */
+      if (!((c | 0x20) - 'a' < 26 || c == '_' || (i && (c - '0' < 10 || c == '-' || c == '.'))))
+        return 0;
+      i++;
+      continue;
+    }
     uint32_t cp;
     size_t l = utf8_decode(u + i, n - i, &cp);
     if (!l || !(i == 0 ? is_name_start(cp) : is_name_char(cp))) return 0;
@@ -510,15 +543,22 @@ void epode__stanza_link(epode_stanza *parent, epode_stanza *child) {
   link_node(parent, child);
 }
 
+/* Attributes an element made through the API has room for in its own
+ * block; more move the array to the heap. */
+#define INLINE_ATTRS 4
+
 /* An element with inline name and namespace (ns NULL: inherit), or
- * pointing at their atoms. (Atoms are never written through a node's
- * pointers: names and namespaces do not change once set.) */
+ * pointing at their atoms (aname, ans: NULL if none). Atoms are never
+ * written through a node's pointers: names and namespaces do not change
+ * once set. */
 static epode_stanza *element_new(const epode_mem *mem, const char *name, size_t nlen,
-                                 const char *ns, size_t nslen) {
-  const char *aname = epode__atom(name, nlen), *ans = ns ? epode__atom(ns, nslen) : NULL;
-  epode_stanza *st = node_alloc(mem, (aname ? 0 : nlen + 1) + (ns && !ans ? nslen + 1 : 0));
+                                 const char *aname, const char *ns, size_t nslen, const char *ans) {
+  size_t arr = INLINE_ATTRS * sizeof(attr);
+  epode_stanza *st = node_alloc(mem, arr + (aname ? 0 : nlen + 1) + (ns && !ans ? nslen + 1 : 0));
   if (!st) return NULL;
-  char *p = (char *)(st + 1);
+  st->attrs = (attr *)(st + 1);
+  st->attrs_cap = INLINE_ATTRS;
+  char *p = (char *)(st + 1) + arr;
   if (aname) {
     st->name = (char *)aname;
   } else {
@@ -595,9 +635,13 @@ epode_err epode_stanza_new(epode_stanza **out, const epode_mem *mem, const char 
                            const char *ns) {
   if (!out) return EPODE_ERR_INVAL;
   *out = NULL;
-  if (!name || !valid_ncname(name, strlen(name))) return EPODE_ERR_INVAL;
-  if (ns && (!valid_text(ns, strlen(ns)) || reserved_ns(ns))) return EPODE_ERR_INVAL;
-  epode_stanza *st = element_new(mem, name, strlen(name), ns, ns ? strlen(ns) : 0);
+  if (!name) return EPODE_ERR_INVAL;
+  size_t nlen = strlen(name), nslen = ns ? strlen(ns) : 0;
+  if (!valid_ncname(name, nlen)) return EPODE_ERR_INVAL;
+  /* Namespace atoms are valid and none is reserved. */
+  const char *ans = ns ? epode__atom(ns, nslen) : NULL;
+  if (ns && !ans && (!valid_text(ns, nslen) || reserved_ns(ns))) return EPODE_ERR_INVAL;
+  epode_stanza *st = element_new(mem, name, nlen, epode__atom(name, nlen), ns, nslen, ans);
   if (!st) return EPODE_ERR_NOMEM;
   *out = st;
   return EPODE_OK;
@@ -728,8 +772,7 @@ static inline int key_eq(const char *stored, const char *s, const char *key) {
   return !epode__is_atom(stored) && strcmp(stored, s) == 0;
 }
 
-static attr *find_attr(const epode_stanza *st, const char *name, size_t *idx) {
-  const char *key = key_of(name);
+static attr *find_key(const epode_stanza *st, const char *name, const char *key, size_t *idx) {
   for (size_t i = 0; i < st->nattrs; i++) {
     if (key_eq(st->attrs[i].name, name, key)) {
       if (idx) *idx = i;
@@ -737,6 +780,10 @@ static attr *find_attr(const epode_stanza *st, const char *name, size_t *idx) {
     }
   }
   return NULL;
+}
+
+static attr *find_attr(const epode_stanza *st, const char *name, size_t *idx) {
+  return find_key(st, name, key_of(name), idx);
 }
 
 /* Checks an attribute name. Canonical forms are "local", "xml:local" and
@@ -756,9 +803,9 @@ static int check_attr_name(const char *name, const char **local) {
     if (ulen == sizeof(EPODE_NS_XML) - 1 && memcmp(name + 1, EPODE_NS_XML, ulen) == 0) return 2;
     return 1;
   }
-  if (strncmp(name, "xml:", 4) == 0) return valid_ncname(name + 4, n - 4);
+  if (n >= 4 && memcmp(name, "xml:", 4) == 0) return valid_ncname(name + 4, n - 4);
   /* "xmlns" would clash with the declarations the serialiser writes. */
-  if (strcmp(name, "xmlns") == 0) return 0;
+  if (n == 5 && memcmp(name, "xmlns", 5) == 0) return 0;
   return valid_ncname(name, n);
 }
 
@@ -773,13 +820,20 @@ epode_err epode_stanza_set_attr(epode_stanza *st, const char *name, const char *
   char *canon = NULL;
   if (kind == 2) {
     size_t ll = strlen(local);
-    if (!(canon = epode__alloc(&st->mem, ll + 5))) return EPODE_ERR_NOMEM;
-    memcpy(canon, "xml:", 4);
-    memcpy(canon + 4, local, ll + 1);
-    name = canon;
+    if (ll == 4 && memcmp(local, "lang", 4) == 0) {
+      name = epode__atoms.xml_lang;
+    } else {
+      if (!(canon = epode__alloc(&st->mem, ll + 5))) return EPODE_ERR_NOMEM;
+      memcpy(canon, "xml:", 4);
+      memcpy(canon + 4, local, ll + 1);
+      name = canon;
+    }
   }
   epode_err e = EPODE_OK;
-  attr *a = find_attr(st, name, NULL);
+  /* A name that is an atom is kept as the atom, with the value in a block
+   * of its own; any other in one block with its value. */
+  const char *key = key_of(name);
+  attr *a = find_key(st, name, key, NULL);
   if (a) {
     char *v = epode__strndup(&st->mem, value, vlen);
     if (!v) {
@@ -808,18 +862,18 @@ epode_err epode_stanza_set_attr(epode_stanza *st, const char *name, const char *
     st->attrs = arr;
     st->attrs_cap = cap;
   }
-  size_t nlen = strlen(name);
-  char *blk = epode__alloc(&st->mem, nlen + vlen + 2);
+  size_t nlen = key ? 0 : strlen(name) + 1;
+  char *blk = epode__alloc(&st->mem, nlen + vlen + 1);
   if (!blk) {
     e = EPODE_ERR_NOMEM;
     goto out;
   }
-  memcpy(blk, name, nlen + 1);
-  memcpy(blk + nlen + 1, value, vlen + 1);
+  memcpy(blk, name, nlen);
+  memcpy(blk + nlen, value, vlen + 1);
   a = &st->attrs[st->nattrs++];
-  a->name = blk;
-  a->value = blk + nlen + 1;
-  a->own = OWN_NAME;
+  a->name = key ? (char *)key : blk;
+  a->value = blk + nlen;
+  a->own = key ? OWN_VALUE : OWN_NAME;
 out:
   epode__free(&st->mem, canon);
   return e;
