@@ -1287,6 +1287,16 @@ typedef struct expat_el {
 
 static const char xml_ns[] = EPODE_NS_XML;
 
+/* The atom of an attribute name: the four every stanza has tested inline,
+ * the others looked up. */
+static inline const char *common_att(const char *s, size_t n) {
+  if (n == 2 && same_bytes(s, "to", 2)) return epode__atoms.to;
+  if (n == 2 && same_bytes(s, "id", 2)) return epode__atoms.id;
+  if (n == 4 && same_bytes(s, "type", 4)) return epode__atoms.type;
+  if (n == 4 && same_bytes(s, "from", 4)) return epode__atoms.from;
+  return epode__atom(s, n);
+}
+
 /* Measures one attribute; returns the bytes it takes in the block. */
 static size_t att_measure(expat_att *a, const char *an, const char *av, char sep) {
   const char *q = an;
@@ -1306,7 +1316,7 @@ static size_t att_measure(expat_att *a, const char *an, const char *av, char sep
     a->local = an;
     a->ll = (size_t)(q - an);
     a->xml = 0;
-    a->name = epode__atom(an, a->ll);
+    a->name = common_att(an, a->ll);
     size = a->ll + 1;
   }
   if (a->name) size = 0;
@@ -1316,12 +1326,16 @@ static size_t att_measure(expat_att *a, const char *an, const char *av, char sep
 }
 
 static void expat_measure(expat_el *m, const char *name, const char **atts, char sep) {
+  static const size_t cl = sizeof epode__atoms.ns_client - 1;
   const char *local = strchr(name, sep);
   m->nslen = local ? (size_t)(local - name) : 0;
   m->local = local ? local + 1 : name;
+  /* jabber:client, the namespace of nearly every element, without a call. */
+  m->ns = m->nslen == cl && same_bytes(name, epode__atoms.ns_client, cl)
+              ? epode__atoms.ns_client
+              : epode__atom(name, m->nslen);
   m->llen = strlen(m->local);
   m->name = epode__atom(m->local, m->llen);
-  m->ns = epode__atom(name, m->nslen);
   size_t na = 0, extra = (m->name ? 0 : m->llen + 1) + (m->ns ? 0 : m->nslen + 1);
   for (; atts[2 * na]; na++) {
     expat_att tmp;
