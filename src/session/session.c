@@ -23,16 +23,23 @@ const char *epode_state_name(epode_state st) {
   return (unsigned)st < sizeof state_names / sizeof *state_names ? state_names[st] : "unknown";
 }
 
-static void emit(epode_session *s, epode_event_type type) {
+/* An event with what every event carries; `extra` (may be NULL) adds the
+ * fields of the few that have more (uri, retry_ms, attempt). */
+static void emit_ev(epode_session *s, epode_event_type type, const epode_event *extra) {
   if (!s->ev_fn) return;
   epode_event ev;
-  memset(&ev, 0, sizeof ev);
+  if (extra)
+    ev = *extra;
+  else
+    memset(&ev, 0, sizeof ev);
   ev.type = type;
   ev.state = s->state;
   ev.jid = s->bound_jid;
   ev.failure = &s->failure;
   s->ev_fn(&ev, s->ev_ud);
 }
+
+static void emit(epode_session *s, epode_event_type type) { emit_ev(s, type, NULL); }
 
 void epode__session_set_state(epode_session *s, epode_state st) {
   if (s->state == st) return;
@@ -305,15 +312,9 @@ static void suspend(epode_session *s) {
              "disconnected (%u failed attempt%s in a row); reconnecting in %u ms",
              s->rc_attempts, s->rc_attempts == 1 ? "" : "s", (unsigned)delay);
   epode__session_set_state(s, EPODE_STATE_DISCONNECTED);
-  if (s->ev_fn && s->state == EPODE_STATE_DISCONNECTED) {
-    epode_event ev;
-    memset(&ev, 0, sizeof ev);
-    ev.type = EPODE_EV_DISCONNECTED;
-    ev.state = s->state;
-    ev.failure = &s->failure;
-    ev.retry_ms = delay;
-    ev.attempt = s->rc_attempts;
-    s->ev_fn(&ev, s->ev_ud);
+  if (s->state == EPODE_STATE_DISCONNECTED) {
+    epode_event extra = {.retry_ms = delay, .attempt = s->rc_attempts};
+    emit_ev(s, EPODE_EV_DISCONNECTED, &extra);
   }
 }
 
@@ -718,15 +719,8 @@ static epode_err redirect(epode_session *s, const char *uri) {
   s->redirected = 1;
   drop_stream(s);
   epode__session_set_state(s, EPODE_STATE_IDLE);
-  if (s->ev_fn) {
-    epode_event ev;
-    memset(&ev, 0, sizeof ev);
-    ev.type = EPODE_EV_REDIRECT;
-    ev.state = s->state;
-    ev.failure = &s->failure;
-    ev.uri = target;
-    s->ev_fn(&ev, s->ev_ud);
-  }
+  epode_event extra = {.uri = target};
+  emit_ev(s, EPODE_EV_REDIRECT, &extra);
   return EPODE_OK;
 }
 
