@@ -443,12 +443,26 @@ static int valid_ncname(const char *s, size_t n) {
 
 /* ------------------------------------------------------------ nodes */
 
+/* A node with every field cleared but its memory hooks and arena. Field by
+ * field: a memset of the whole node compiles to `rep stos`, whose start-up
+ * cost showed in profiles of received stanzas (three nodes per message). */
+static void node_init(epode_stanza *st, const epode_mem *mem, epode__arena *ar) {
+  st->mem = *mem;
+  st->ar = ar;
+  st->parent = st->first = st->last = st->prev = st->next = NULL;
+  st->name = st->ns = NULL;
+  st->attrs = NULL;
+  st->nattrs = st->attrs_cap = 0;
+  st->text = NULL;
+  st->text_len = st->text_cap = 0;
+  st->flags = 0;
+}
+
 static epode_stanza *node_alloc(const epode_mem *mem, size_t extra) {
   mem = epode__mem_or_default(mem);
   epode_stanza *st = epode__alloc(mem, sizeof(*st) + extra);
   if (!st) return NULL;
-  memset(st, 0, sizeof(*st));
-  st->mem = *mem;
+  node_init(st, mem, NULL);
   return st;
 }
 
@@ -489,9 +503,7 @@ static epode_stanza *arena_node(epode__arena *ar, size_t extra) {
   if (extra > (size_t)-1 - sizeof(epode_stanza) - ARENA_ALIGN) return NULL;
   epode_stanza *st = arena_take(ar, ARENA_ROUND(sizeof(*st) + extra));
   if (!st) return NULL;
-  memset(st, 0, sizeof(*st));
-  st->mem = ar->mem;
-  st->ar = ar;
+  node_init(st, &ar->mem, ar);
   return st;
 }
 
