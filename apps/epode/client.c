@@ -33,8 +33,6 @@ struct app_client {
   epode_loop_timer *connect_timer;
   epode_loop_timer *close_timer;
   int sigfd;
-  sigset_t old_mask;
-  int mask_set;
   int ready;
   int closing;
   int closed;
@@ -354,7 +352,7 @@ int app_client_start(app_client **out, const char *cmd, const epode_config *cfg,
   sigemptyset(&mask);
   sigaddset(&mask, SIGINT);
   sigaddset(&mask, SIGTERM);
-  if (sigprocmask(SIG_BLOCK, &mask, &cl->old_mask) == 0) cl->mask_set = 1;
+  sigprocmask(SIG_BLOCK, &mask, NULL);
   cl->sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
   if (cl->sigfd < 0) {
     app_err("signalfd: %s", strerror(errno));
@@ -417,6 +415,9 @@ void app_client_free(app_client *cl) {
   epode_conn_free(cl->conn);
   epode_loop_free(cl->loop);
   if (cl->sigfd >= 0) close(cl->sigfd);
-  if (cl->mask_set) sigprocmask(SIG_SETMASK, &cl->old_mask, NULL);
+  /* SIGINT/SIGTERM stay blocked: the program ends right after this, and a
+   * signal still pending (`timeout` sends its SIGTERM both to the process
+   * and to its group: the second copy may arrive after the first closed
+   * the stream) must not turn a clean exit into death by signal. */
   free(cl);
 }

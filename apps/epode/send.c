@@ -33,6 +33,10 @@ enum { OPT_MESSAGE = APP_OPT_COMMAND_BASE, OPT_TYPE, OPT_EACH_LINE };
 /* How often to look again while output drains or the library's queue is
  * full (EPODE_ERR_QUEUE_FULL: disconnected, or too many unacknowledged). */
 #define PUMP_PERIOD_MS 5u
+/* --reconnect: XEP-0198 is enabled a round trip after the session is ready
+ * (<enable/> follows the bind). A session still without it this long after
+ * READY is on a server without it: only the clean close confirms there. */
+#define SM_GRACE_MS 2000u
 
 struct send_ctx;
 
@@ -67,6 +71,7 @@ typedef struct send_ctx {
   size_t n_fails, cap_fails;
   int input_done;        /* everything to send has been sent */
   int finish_timer_on;
+  uint64_t ready_at;     /* when the session was last (re)negotiated */
   /* Single message: the next recipient. */
   int next_to;
   /* --each-line: every line of standard input is its own message. */
@@ -147,10 +152,14 @@ static epode_err send_one(send_ctx *sc, int to, const char *body, long line) {
 
 /* ------------------------------------------------------------ finishing */
 
+static int on_finish_check(epode_loop *loop, void *ud);
+
 static int on_finish_timer(epode_loop *loop, void *ud) {
   send_ctx *sc = ud;
   sc->finish_timer_on = 0;
   if (sc->over || app_client_closing(sc->cl)) return 0;
+  /* Lost meanwhile: the reconnection calls maybe_finish() again. */
+  if (app_client_reconnecting(sc->cl) && !app_client_connected(sc->cl)) return 0;
   /* Queued ahead of </stream:stream>: the server's closing tag confirms
    * everything not acknowledged yet. */
   app_client_close(sc->cl, APP_EXIT_OK);
@@ -165,15 +174,34 @@ static int on_finish_timer(epode_loop *loop, void *ud) {
  * timer, never from inside a delivery report. */
 static void maybe_finish(send_ctx *sc) {
   if (!sc->input_done || sc->finish_timer_on || app_client_closing(sc->cl)) return;
+  uint64_t delay = 0;
+  epode_loop_timer_fn fn = on_finish_timer;
   if (app_client_reconnecting(sc->cl)) {
     if (!app_client_connected(sc->cl)) return; /* a report or a reconnection calls again */
-    if (sc->out_head && epode_session_sm_enabled(app_client_session(sc->cl))) return;
+    if (!sc->out_head) {
+      /* every message has its report: close */
+    } else if (epode_session_sm_enabled(app_client_session(sc->cl))) {
+      return; /* the acknowledgements will come */
+    } else {
+      /* Not (yet?) XEP-0198: look again once it would be on. */
+      uint64_t now = epode_now_ms();
+      if (now < sc->ready_at + SM_GRACE_MS) {
+        delay = sc->ready_at + SM_GRACE_MS - now;
+        fn = on_finish_check;
+      }
+    }
   }
-  if (epode_loop_timer_start(app_client_loop(sc->cl), NULL, 0, 0, on_finish_timer, sc) ==
-      EPODE_OK)
+  if (epode_loop_timer_start(app_client_loop(sc->cl), NULL, delay, 0, fn, sc) == EPODE_OK)
     sc->finish_timer_on = 1;
-  else
+  else if (fn == on_finish_timer)
     app_client_close(sc->cl, APP_EXIT_OK);
+}
+
+static int on_finish_check(epode_loop *loop, void *ud) {
+  send_ctx *sc = ud;
+  sc->finish_timer_on = 0;
+  if (!sc->over) maybe_finish(sc);
+  return 0;
 }
 
 /* ------------------------------------------------------------ one body */
@@ -398,6 +426,7 @@ static void start_lines(app_client *cl, send_ctx *sc) {
 static void on_ready(app_client *cl, const char *jid, void *ud) {
   send_ctx *sc = ud;
   sc->cl = cl;
+  sc->ready_at = epode_now_ms();
   if (sc->each_line) {
     start_lines(cl, sc);
     return;
@@ -414,7 +443,9 @@ static void on_ready(app_client *cl, const char *jid, void *ud) {
 /* --reconnect: the connection is back; unacknowledged messages were sent
  * again by the library. Waiting for the last reports may be over. */
 static void on_restored(app_client *cl, const char *jid, int resumed, void *ud) {
-  maybe_finish(ud);
+  send_ctx *sc = ud;
+  sc->ready_at = epode_now_ms();
+  maybe_finish(sc);
 }
 
 static void on_signal(app_client *cl, int signo, void *ud) {
