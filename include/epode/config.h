@@ -126,7 +126,10 @@ uint32_t epode_config_timeout(const epode_config *cfg, epode_timeout which);
  * `idle_ms`, the session asks the server for a sign of life (an XEP-0198
  * <r/> where stream management is on, else an XEP-0199 ping); if nothing
  * arrives within `timeout_ms` after that, it fails with EPODE_ERR_TIMEOUT.
- * Defaults 90000 and 30000; idle_ms 0 turns keepalive off. */
+ * `timeout_ms` also bounds the wait for the answer to an XEP-0198 <r/>: a
+ * server that still talks but no longer acknowledges has stopped
+ * processing what we send. Defaults 90000 and 30000; idle_ms 0 turns
+ * keepalive (and that bound) off. */
 epode_err epode_config_set_keepalive(epode_config *cfg, uint32_t idle_ms, uint32_t timeout_ms);
 /* XEP-0198 stream management: on by default (used when the server offers
  * it). Acks are requested after `every_n` stanzas or `every_ms` after the

@@ -250,8 +250,21 @@ int epode__session_will_retry(const epode_session *s, epode_err err) {
   return will_retry(s, err, NULL);
 }
 
+/* Prosody 0.12 feeds a resumed stream's bytes to the parser of the
+ * connection it resumed (mod_c2s keeps the first connection's `data`
+ * handler): when that parser had been cut mid-element, the resumed stream
+ * swallows what we send (no more acks) or dies with <not-well-formed/>,
+ * through no fault of ours. Such a stream is not resumed again; a fresh
+ * session takes over. */
+static int broken_resumption(const epode_session *s, epode_err err, const char *condition) {
+  if (!s->on_resumed_stream) return 0;
+  if (err == EPODE_ERR_TIMEOUT && s->sm_stalled) return 1;
+  return err == EPODE_ERR_STREAM && condition && !strcmp(condition, "not-well-formed");
+}
+
 static int will_retry(const epode_session *s, epode_err err, const char *condition) {
-  if (!s->cfg->rc_on || !retryable(err, condition)) return 0;
+  if (!s->cfg->rc_on) return 0;
+  if (!retryable(err, condition) && !broken_resumption(s, err, condition)) return 0;
   if (s->state == EPODE_STATE_CLOSING || s->state == EPODE_STATE_CLOSED) return 0;
   /* The first connection counts as an attempt; a session that was ready
    * starts counting again. */
@@ -280,6 +293,7 @@ static void drop_stream(epode_session *s) {
   epode__xml_parser_reset(s->parser); /* inside a parser callback: drops the rest */
   s->neg = NEG_NONE;
   s->authenticated = s->secure = s->session_needed = s->bind_offered = 0;
+  s->on_resumed_stream = 0;
   s->sm_offered = 0;
   epode__cb_clear(s);
   s->neg_deadline = s->close_deadline = 0;
@@ -297,7 +311,11 @@ static void drop_stream(epode_session *s) {
 /* The connection is gone but reconnection is on: keep the session for the
  * next one and say when that should start. */
 static void suspend(epode_session *s) {
-  if (s->neg == NEG_WAIT_RESUME) {
+  if (broken_resumption(s, s->failure.err, s->failure.condition)) {
+    epode__log(s->cfg, EPODE_LOG_WARN, "sm",
+               "the server broke the resumed stream; the next attempt starts a fresh session");
+    epode__sm_fresh(s);
+  } else if (s->neg == NEG_WAIT_RESUME) {
     /* The stream broke while the server was answering <resume/> (or never
      * did): do not bet the next attempt on it too. */
     epode__log(s->cfg, EPODE_LOG_WARN, "sm",
@@ -575,6 +593,7 @@ static epode_err resumed(epode_session *s, epode_err e) {
   s->last_rx = s->now;
   s->ka_deadline = 0;
   clear_failure(s);
+  s->on_resumed_stream = 1;
   epode__session_set_state(s, EPODE_STATE_READY);
   if (s->state == EPODE_STATE_READY) emit(s, EPODE_EV_RESUMED);
   return EPODE_OK;

@@ -171,6 +171,8 @@ struct epode_session {
   uint32_t sm_h_acked; /* the server's last h */
   unsigned sm_since_r; /* stanzas sent since our last <r/> */
   uint64_t sm_r_due;   /* when to ask for an ack (0: not pending) */
+  uint64_t sm_ack_due; /* an <r/> is out: its <a/> must come by then (0: none) */
+  int sm_stalled;      /* the server stopped answering <r/> */
   epode__unacked *ua_head, *ua_tail;
   size_t ua_count;
   epode_framing ua_framing; /* what the kept bytes were written for */
@@ -178,6 +180,7 @@ struct epode_session {
   uint32_t sm_max;     /* how long it keeps it (seconds; 0: unsaid) */
   uint64_t lost_at;    /* when the connection broke (0: unknown) */
   int bind_offered;    /* the post-auth features offered bind */
+  int on_resumed_stream; /* this stream was resumed, not bound */
 
   /* Reconnection (cfg->rc_on). */
   unsigned rc_attempts; /* consecutive failed attempts */

@@ -40,6 +40,7 @@ epode_err epode__sm_enable(epode_session *s) {
   epode_err e = write_nonza(s, "<enable xmlns='" NS_SM "' resume='true'/>");
   if (e) return e;
   s->sm_enabling = 1;
+  s->sm_ack_due = 0;
   s->sm_h_in = s->sm_h_sent = s->sm_h_acked = 0;
   s->sm_since_r = 0;
   return EPODE_OK;
@@ -48,6 +49,10 @@ epode_err epode__sm_enable(epode_session *s) {
 static epode_err request_ack(epode_session *s) {
   s->sm_since_r = 0;
   s->sm_r_due = 0;
+  /* A server that still talks but no longer answers <r/> has stopped
+   * processing what we send: bounded like a silent one (keepalive). */
+  if (!s->sm_ack_due && s->cfg->ka_idle_ms && s->cfg->ka_timeout_ms)
+    s->sm_ack_due = s->now + s->cfg->ka_timeout_ms;
   return write_nonza(s, "<r xmlns='" NS_SM "'/>");
 }
 
@@ -177,6 +182,7 @@ int epode__sm_element(epode_session *s, const epode_stanza *st) {
     write_nonza(s, a);
   } else if (!strcmp(name, "a") && epode__sm_counting(s)) {
     if (take_h(s, epode_stanza_get_attr(st, "h"), "a")) return 1;
+    s->sm_ack_due = 0;
     s->sm_r_due = s->sm_h_acked != s->sm_h_sent && s->cfg->sm_every_ms
                       ? s->now + s->cfg->sm_every_ms
                       : 0;
@@ -187,11 +193,23 @@ int epode__sm_element(epode_session *s, const epode_stanza *st) {
 }
 
 int64_t epode__sm_deadline(const epode_session *s) {
-  return s->sm_r_due && epode__sm_counting(s) ? (int64_t)s->sm_r_due : -1;
+  if (!epode__sm_counting(s)) return -1;
+  uint64_t d = s->sm_r_due;
+  if (s->sm_ack_due && (!d || s->sm_ack_due < d)) d = s->sm_ack_due;
+  return d ? (int64_t)d : -1;
 }
 
 void epode__sm_tick(epode_session *s) {
-  if (!s->sm_r_due || s->now < s->sm_r_due || s->state != EPODE_STATE_READY) return;
+  if (s->state != EPODE_STATE_READY) return;
+  if (s->sm_ack_due && s->now >= s->sm_ack_due) {
+    s->sm_stalled = 1;
+    epode__session_fail(s, EPODE_ERR_TIMEOUT, NULL, NULL, NULL,
+                        "the server has not answered our stream-management <r/> within %u ms: "
+                        "it no longer processes what we send",
+                        (unsigned)s->cfg->ka_timeout_ms);
+    return;
+  }
+  if (!s->sm_r_due || s->now < s->sm_r_due) return;
   if (s->sm_h_acked == s->sm_h_sent) {
     s->sm_r_due = 0;
     return;
@@ -204,7 +222,8 @@ void epode__sm_tick(epode_session *s) {
 /* ------------------------------------------------------------------ resumption */
 
 void epode__sm_suspend(epode_session *s) {
-  s->sm_r_due = 0;
+  s->sm_r_due = s->sm_ack_due = 0;
+  s->sm_stalled = 0;
   s->sm_since_r = 0;
   s->lost_at = s->now ? s->now : 1;
   int resumable = s->sm_enabled && s->sm_resume_ok;
