@@ -1178,7 +1178,11 @@ epode_err epode_session_close(epode_session *s) {
     finish_closed(s);
     return EPODE_OK;
   }
-  epode_err e = write_close(s);
+  /* XEP-0198 §7 (stream closure): a last <a/> tells the server what we
+   * handled, or it treats the rest as undelivered (Prosody sends those to
+   * offline storage: the next session would get them again). */
+  epode_err e = epode__sm_final_ack(s);
+  if (!e) e = write_close(s);
   if (e) return e;
   uint32_t t = s->cfg->timeouts[EPODE_TIMEOUT_CLOSE];
   s->close_deadline = t ? s->now + t : 0;

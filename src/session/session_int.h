@@ -262,6 +262,8 @@ void epode__sm_fresh(epode_session *s);
 void epode__sm_received(epode_session *s);
 /* An element in urn:xmpp:sm:3 while ready; 1 if it was one. */
 int epode__sm_element(epode_session *s, const epode_stanza *st);
+/* Before our closing tag: an unsolicited <a/> with what we handled. */
+epode_err epode__sm_final_ack(epode_session *s);
 /* Timers: the deadline for a time-triggered <r/>, and running it. */
 int64_t epode__sm_deadline(const epode_session *s);
 void epode__sm_tick(epode_session *s);

@@ -192,6 +192,13 @@ int epode__sm_element(epode_session *s, const epode_stanza *st) {
   return 1;
 }
 
+epode_err epode__sm_final_ack(epode_session *s) {
+  if (!s->sm_enabled || s->state != EPODE_STATE_READY) return EPODE_OK;
+  char a[80];
+  snprintf(a, sizeof a, "<a xmlns='" NS_SM "' h='%u'/>", (unsigned)s->sm_h_in);
+  return write_nonza(s, a);
+}
+
 int64_t epode__sm_deadline(const epode_session *s) {
   if (!epode__sm_counting(s)) return -1;
   uint64_t d = s->sm_r_due;
