@@ -502,7 +502,10 @@ static void fail(epode_conn *c, epode_err err, const char *fmt, ...) {
   epode__log(c->cfg, EPODE_LOG_ERROR, "net", "%s: %s", epode_strerror(err), d);
   emit(c, EPODE_EV_ERROR, epode_conn_state(c), &c->fail);
   shutdown_transport(c);
-  if (c->session_started && !c->session_closed) {
+  /* Between reconnection attempts too: its pending stanzas get their
+   * reports now, not when the connection is freed. */
+  if (!c->session_closed &&
+      (c->session_started || epode_session_state(c->s) == EPODE_STATE_DISCONNECTED)) {
     c->depth++;
     (void)epode_session_abort(c->s, err, d, epode_now_ms());
     c->depth--;

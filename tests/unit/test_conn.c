@@ -708,15 +708,30 @@ static void test_conn_reconnect_after_hangup(void **state) {
   epode_conn_free(c);
 }
 
-/* Attempts run out: the last failure is final (ERROR, then CLOSED). */
+static void count_failed(epode_session *s, epode_delivery st, const char *id, void *ud) {
+  (void)s;
+  (void)id;
+  assert_int_equal(st, EPODE_DELIVERY_FAILED);
+  ++*(int *)ud;
+}
+
+/* Attempts run out: the last failure is final (ERROR, then CLOSED), and
+ * what was waiting is reported failed. */
 static void test_conn_reconnect_gives_up(void **state) {
   host h;
   uint16_t p = closed_port();
   extra x = {.rc_on = 1, .rc_initial = 10, .rc_max = 20, .rc_attempts = 2};
   epode_conn *c = make_conn_x(&h, p, EPODE_TLS_STARTTLS, NULL, &x);
   uint64_t t0 = epode_now_ms();
+  int reports = 0;
+  epode_stanza *m;
+  assert_int_equal(epode_message_new(&m, NULL, "chat", "bob@localhost", "queued"), EPODE_OK);
+  assert_int_equal(epode_session_send_tracked(epode_conn_session(c), m, count_failed, &reports),
+                   EPODE_OK);
+  epode_stanza_free(m);
   assert_int_equal(epode_conn_connect(c), EPODE_OK);
   h_run(&h, c, 5000);
+  assert_int_equal(reports, 1); /* reported when the connection gave up, before the free */
   assert_int_equal(h.disconnects, 2);
   assert_int_equal(h.errors, 1);
   assert_int_equal(h.error_err, EPODE_ERR_CONNECT);
