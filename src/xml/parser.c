@@ -24,7 +24,9 @@
  *
  * Stanza trees are built in an arena (stanza_int.h), normally one
  * allocation per stanza: its first block is sized from the stanzas seen
- * before (`arena_hint`). Character data is collected in a scratch buffer
+ * before (`arena_hint`). Within one feed, the block of a stanza its
+ * callback freed is used again for the next one (`spare`), so a read that
+ * holds many stanzas takes one allocation for all of them. Character data is collected in a scratch buffer
  * kept across stanzas (expat hands text over in pieces, one per entity
  * reference) and becomes one text node when the next tag starts or ends.
  *
@@ -103,6 +105,8 @@
  * does not make every following small one reserve as much. */
 #define ARENA_FIRST_HINT 1024u
 #define ARENA_MAX_HINT (16u * 1024u)
+/* Largest block kept as the spare (what the hint can ask for). */
+#define ARENA_MAX_SPARE (ARENA_MAX_HINT + ARENA_MAX_HINT / 4)
 
 static const char wrapper[] = "<w>";
 
@@ -157,6 +161,11 @@ struct epode__xml_parser {
   unsigned char salt[16];
   int salt_state;    /* 0: not made yet, 1: made, -1: none (expat picks) */
   size_t arena_hint; /* see ARENA_FIRST_HINT */
+  /* The block of the last stanza's arena, if nothing of that stanza was
+   * left when its callback returned: the next stanza of the same feed is
+   * built in it instead of a new allocation. Freed when the feed returns,
+   * so a session between reads holds no more than before. */
+  epode__arena *spare;
   /* Character data of the innermost open element not yet made a text
    * node; the buffer is kept across stanzas. */
   char *tbuf;
@@ -433,13 +442,13 @@ static void XMLCALL on_start(void *ud, const XML_Char *name, const XML_Char **at
   epode_stanza *el;
   if (!p->root) {
     size_t hint = p->arena_hint + p->arena_hint / 4;
-    if (epode__stanza_new_arena_root(&el, &p->mem, hint, name, atts, NS_SEP)) {
+    if (epode__stanza_new_arena_root_in(&el, &p->mem, hint, &p->spare, name, atts, NS_SEP)) {
       fail(p, EPODE_ERR_NOMEM, "out of memory");
       return;
     }
     p->root = el;
     p->mark = cur_index(p);
-    p->root_tag_end = cur_end(p);
+    p->root_tag_end = p->mark + (uint64_t)XML_GetCurrentByteCount(p->xp); /* cur_end() */
   } else {
     if (!flush_text(p)) return;
     if (epode__stanza_add_expat_child(&el, p->cur, name, atts, NS_SEP)) {
@@ -484,11 +493,18 @@ static void XMLCALL on_end(void *ud, const XML_Char *name) {
   p->root = p->cur = NULL;
   p->mark = end;
   note_arena(p, epode__stanza_arena_used(st));
-  if (!p->cb.stanza) {
+  /* The parser's own reference keeps the block through the callback; if
+   * the callback left nothing of the stanza, the block is the spare. */
+  epode__arena *ar = epode__stanza_arena_hold(st);
+  epode_err e = EPODE_OK;
+  if (p->cb.stanza)
+    e = p->cb.stanza(p->ud, st);
+  else
     epode_stanza_free(st);
-    return;
+  if ((ar = epode__arena_reclaim(ar, ARENA_MAX_SPARE))) {
+    epode__arena_free(p->spare);
+    p->spare = ar;
   }
-  epode_err e = p->cb.stanza(p->ud, st);
   if (e) fail(p, e, "stanza rejected by the callback (%s)", epode_err_name(e));
 }
 
@@ -824,6 +840,8 @@ static void maybe_release(epode__xml_parser *p) {
 }
 
 static void clear_state(epode__xml_parser *p) {
+  epode__arena_free(p->spare);
+  p->spare = NULL;
   close_expat(p);
   drop_parked(p);
   epode_stanza_free(p->root);
@@ -1000,6 +1018,8 @@ epode_err epode__xml_parser_feed(epode__xml_parser *p, const char *data, size_t 
     }
   }
   if (!p->err) maybe_release(p);
+  epode__arena_free(p->spare);
+  p->spare = NULL;
   p->in_feed = 0;
   return p->err;
 }

@@ -1419,28 +1419,62 @@ epode_err epode__stanza_new_expat(epode_stanza **out, const epode_mem *mem, cons
   return EPODE_OK;
 }
 
-epode_err epode__stanza_new_arena_root(epode_stanza **out, const epode_mem *mem, size_t size_hint,
-                                       const char *name, const char **atts, char sep) {
+epode_err epode__stanza_new_arena_root_in(epode_stanza **out, const epode_mem *mem,
+                                          size_t size_hint, epode__arena **spare,
+                                          const char *name, const char **atts, char sep) {
   mem = epode__mem_or_default(mem);
   expat_el m;
   expat_measure(&m, name, atts, sep);
   size_t need = ARENA_ROUND(sizeof(epode_stanza) + m.extra);
-  size_t cap = ARENA_ROUND(size_hint) > need ? ARENA_ROUND(size_hint) : need;
-  if (cap > (size_t)-1 - ARENA_HDR) return EPODE_ERR_NOMEM;
-  epode__arena *ar = epode__alloc(mem, ARENA_HDR + cap);
-  if (!ar) return EPODE_ERR_NOMEM;
-  ar->mem = *mem;
+  epode__arena *ar = NULL;
+  if (spare && *spare) {
+    ar = *spare;
+    *spare = NULL;
+    if (ar->size < need) {
+      epode__arena_free(ar);
+      ar = NULL;
+    }
+  }
+  if (!ar) {
+    size_t cap = ARENA_ROUND(size_hint) > need ? ARENA_ROUND(size_hint) : need;
+    if (cap > (size_t)-1 - ARENA_HDR) return EPODE_ERR_NOMEM;
+    ar = epode__alloc(mem, ARENA_HDR + cap);
+    if (!ar) return EPODE_ERR_NOMEM;
+    ar->mem = *mem;
+    ar->size = cap;
+  }
   ar->refs = 1;
   ar->more = NULL;
   ar->pos = (char *)ar + ARENA_HDR;
-  ar->end = ar->pos + cap;
-  ar->size = cap;
+  ar->end = ar->pos + ar->size;
   ar->dirty = 0;
-  epode_stanza *st = arena_node(ar, m.extra); /* fits: cap >= need */
+  epode_stanza *st = arena_node(ar, m.extra); /* fits: size >= need */
   expat_fill(st, &m, name, atts, sep);
   st->flags = ARENA_REF;
   *out = st;
   return EPODE_OK;
+}
+
+epode_err epode__stanza_new_arena_root(epode_stanza **out, const epode_mem *mem, size_t size_hint,
+                                       const char *name, const char **atts, char sep) {
+  return epode__stanza_new_arena_root_in(out, mem, size_hint, NULL, name, atts, sep);
+}
+
+epode__arena *epode__stanza_arena_hold(epode_stanza *root) {
+  root->ar->refs++;
+  return root->ar;
+}
+
+epode__arena *epode__arena_reclaim(epode__arena *ar, size_t max_size) {
+  if (ar->refs == 1 && !ar->more && ar->size <= max_size) return ar;
+  arena_release(ar);
+  return NULL;
+}
+
+void epode__arena_free(epode__arena *ar) {
+  if (!ar) return;
+  epode_mem m = ar->mem;
+  epode__free(&m, ar);
 }
 
 epode_err epode__stanza_add_expat_child(epode_stanza **out, epode_stanza *parent, const char *name,

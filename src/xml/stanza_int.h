@@ -75,6 +75,24 @@ epode_err epode__stanza_new_expat(epode_stanza **out, const epode_mem *mem, cons
  * previous, similar stanza). */
 epode_err epode__stanza_new_arena_root(epode_stanza **out, const epode_mem *mem, size_t size_hint,
                                        const char *name, const char **atts, char sep);
+/* The same, taking the block of *spare (an arena returned by
+ * epode__arena_reclaim() with the same `mem`) if it is large enough for
+ * the root, else freeing it; *spare is NULL afterwards either way. */
+epode_err epode__stanza_new_arena_root_in(epode_stanza **out, const epode_mem *mem,
+                                          size_t size_hint, epode__arena **spare,
+                                          const char *name, const char **atts, char sep);
+/* Recycling the block of a received stanza's arena (the parser, around its
+ * stanza callback): hold() takes one more reference on the arena of `root`
+ * (an arena root) and returns the arena. reclaim() gives that reference
+ * back: if it was the last one and the arena is one block of at most
+ * `max_size` bytes, the arena is returned empty for
+ * epode__stanza_new_arena_root_in() (nothing of its trees is alive any
+ * more); otherwise the reference is dropped as epode_stanza_free() would
+ * and NULL is returned. An arena reclaimed and not reused is freed with
+ * epode__arena_free() (NULL: nothing). */
+epode__arena *epode__stanza_arena_hold(epode_stanza *root);
+epode__arena *epode__arena_reclaim(epode__arena *ar, size_t max_size);
+void epode__arena_free(epode__arena *ar);
 /* Creates an element from expat data in the arena of `parent` (a node made
  * by these functions) and appends it as its last child. */
 epode_err epode__stanza_add_expat_child(epode_stanza **out, epode_stanza *parent, const char *name,
