@@ -1309,8 +1309,45 @@ static inline const char *common_att(const char *s, size_t n) {
   return epode__atom(s, n);
 }
 
-/* Measures one attribute; returns the bytes it takes in the block. */
-static size_t att_measure(expat_att *a, const char *an, const char *av, char sep) {
+/* The atom of a NUL-terminated attribute name without a namespace, for the
+ * four every stanza has; NULL for anything else. Each byte is read only
+ * after the one before it was found not to be the NUL. */
+static inline const char *common_att_z(const char *s, size_t *len) {
+  switch (s[0]) {
+  case 't':
+    if (s[1] == 'o' && !s[2]) return *len = 2, epode__atoms.to;
+    if (s[1] == 'y' && s[2] == 'p' && s[3] == 'e' && !s[4]) return *len = 4, epode__atoms.type;
+    break;
+  case 'i':
+    if (s[1] == 'd' && !s[2]) return *len = 2, epode__atoms.id;
+    break;
+  case 'f':
+    if (s[1] == 'r' && s[2] == 'o' && s[3] == 'm' && !s[4]) return *len = 4, epode__atoms.from;
+    break;
+  default: break;
+  }
+  return NULL;
+}
+
+/* Measures one attribute; returns the bytes it takes in the block. Inline:
+ * it runs for every attribute received. */
+static inline __attribute__((always_inline)) size_t att_measure(expat_att *a, const char *an,
+                                                                const char *av, char sep) {
+  if ((a->name = common_att_z(an, &a->ll))) {
+    a->ul = 0;
+    a->local = an;
+    a->xml = 0;
+    /* The 'type' of nearly every message, without measuring it. */
+    if (a->name == epode__atoms.type && av[0] == 'c' && av[1] == 'h' && av[2] == 'a' &&
+        av[3] == 't' && !av[4]) {
+      a->vl = 4;
+      a->value = epode__atoms.chat;
+      return 0;
+    }
+    a->vl = strlen(av);
+    a->value = a->name == epode__atoms.type ? epode__atom(av, a->vl) : NULL;
+    return a->value ? 0 : a->vl + 1;
+  }
   const char *q = an;
   while (*q && *q != sep) /* names are short: no call */
     q++;
@@ -1346,8 +1383,20 @@ static void expat_measure(expat_el *m, const char *name, const char **atts, char
   m->ns = m->nslen == cl && same_bytes(name, epode__atoms.ns_client, cl)
               ? epode__atoms.ns_client
               : epode__atom(name, m->nslen);
-  m->llen = strlen(m->local);
-  m->name = epode__atom(m->local, m->llen);
+  /* message and body, the two elements of nearly every stanza, without a
+   * call; bytes read in order, each only after a non-NUL one. */
+  const char *l = m->local;
+  if (l[0] == 'm' && l[1] == 'e' && l[2] == 's' && l[3] == 's' && l[4] == 'a' && l[5] == 'g' &&
+      l[6] == 'e' && !l[7]) {
+    m->llen = 7;
+    m->name = epode__atoms.message;
+  } else if (l[0] == 'b' && l[1] == 'o' && l[2] == 'd' && l[3] == 'y' && !l[4]) {
+    m->llen = 4;
+    m->name = epode__atoms.body;
+  } else {
+    m->llen = strlen(l);
+    m->name = epode__atom(l, m->llen);
+  }
   size_t na = 0, extra = (m->name ? 0 : m->llen + 1) + (m->ns ? 0 : m->nslen + 1);
   for (; atts[2 * na]; na++) {
     expat_att tmp;
@@ -1357,10 +1406,22 @@ static void expat_measure(expat_el *m, const char *name, const char **atts, char
   m->extra = extra + na * sizeof(attr);
 }
 
-/* Copies n bytes and a NUL at *p (advanced past them). */
-static char *put(char **p, const char *s, size_t n) {
+/* Copies n bytes and a NUL at *p (advanced past them). Most pieces are
+ * short (JIDs, ids): fixed-size moves that overlap instead of a call, each
+ * within the n bytes. */
+static inline char *put(char **p, const char *s, size_t n) {
   char *d = *p;
-  memcpy(d, s, n);
+  if (n >= 16 && n <= 32) {
+    uint64_t a, b, c, e;
+    memcpy(&a, s, 8), memcpy(&b, s + 8, 8), memcpy(&c, s + n - 16, 8), memcpy(&e, s + n - 8, 8);
+    memcpy(d, &a, 8), memcpy(d + 8, &b, 8), memcpy(d + n - 16, &c, 8), memcpy(d + n - 8, &e, 8);
+  } else if (n >= 8 && n < 16) {
+    uint64_t a, b;
+    memcpy(&a, s, 8), memcpy(&b, s + n - 8, 8);
+    memcpy(d, &a, 8), memcpy(d + n - 8, &b, 8);
+  } else {
+    memcpy(d, s, n);
+  }
   d[n] = '\0';
   *p = d + n + 1;
   return d;
