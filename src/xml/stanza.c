@@ -1469,6 +1469,78 @@ static void expat_fill(epode_stanza *st, const expat_el *m, const char *name, co
   }
 }
 
+/* The element in one pass, straight into the free space of the arena's
+ * current block: what expat_measure() and expat_fill() make, with the same
+ * layout and size, without keeping what was measured. NULL if it does not
+ * fit (nothing taken: the caller measures it and takes a new block). */
+static epode_stanza *expat_build(epode__arena *ar, const char *name, const char **atts, char sep) {
+  static const size_t cl = sizeof epode__atoms.ns_client - 1;
+  char *const base = ar->pos, *const end = ar->end;
+  size_t na = 0;
+  while (atts[2 * na])
+    na++;
+  if ((size_t)(end - base) < sizeof(epode_stanza) || na > (size_t)(end - base) / sizeof(attr))
+    return NULL;
+  size_t fixed = sizeof(epode_stanza) + na * sizeof(attr);
+  if ((size_t)(end - base) < fixed) return NULL;
+  epode_stanza *st = (epode_stanza *)base;
+  char *p = base + fixed;
+  const char *local = strchr(name, sep);
+  size_t nslen = local ? (size_t)(local - name) : 0;
+  local = local ? local + 1 : name;
+  const char *ns = nslen == cl && same_bytes(name, epode__atoms.ns_client, cl)
+                       ? epode__atoms.ns_client
+                       : epode__atom(name, nslen);
+  const char *el, *l = local;
+  size_t llen;
+  if (l[0] == 'm' && l[1] == 'e' && l[2] == 's' && l[3] == 's' && l[4] == 'a' && l[5] == 'g' &&
+      l[6] == 'e' && !l[7]) {
+    llen = 7;
+    el = epode__atoms.message;
+  } else if (l[0] == 'b' && l[1] == 'o' && l[2] == 'd' && l[3] == 'y' && !l[4]) {
+    llen = 4;
+    el = epode__atoms.body;
+  } else {
+    llen = strlen(l);
+    el = epode__atom(l, llen);
+  }
+  if ((size_t)(end - p) < (el ? 0 : llen + 1) + (ns ? 0 : nslen + 1)) return NULL;
+  node_init(st, &ar->mem, ar);
+  st->name = el ? (char *)el : put(&p, local, llen);
+  st->ns = ns ? (char *)ns : put(&p, name, nslen);
+  st->attrs = na ? (attr *)(st + 1) : NULL;
+  st->nattrs = st->attrs_cap = na;
+  for (size_t i = 0; i < na; i++) {
+    const char *an = atts[2 * i], *av = atts[2 * i + 1];
+    expat_att x;
+    if ((size_t)(end - p) < att_measure(&x, an, av, sep)) return NULL;
+    attr *a = &st->attrs[i];
+    a->own = 0;
+    if (x.name) {
+      a->name = (char *)x.name;
+    } else if (!x.ul) {
+      a->name = put(&p, an, x.ll);
+    } else {
+      a->name = p;
+      if (x.xml) {
+        memcpy(p, "xml:", 4);
+        p += 4;
+      } else {
+        *p++ = '{';
+        memcpy(p, an, x.ul);
+        p += x.ul;
+        *p++ = '}';
+      }
+      put(&p, x.local, x.ll);
+    }
+    a->value = x.value ? (char *)x.value : put(&p, av, x.vl);
+  }
+  /* Blocks and everything taken from them are multiples of ARENA_ALIGN, so
+   * the rounded end is still within the block. */
+  ar->pos = base + ARENA_ROUND((size_t)(p - base));
+  return st;
+}
+
 epode_err epode__stanza_new_expat(epode_stanza **out, const epode_mem *mem, const char *name,
                                   const char **atts, char sep) {
   expat_el m;
@@ -1484,17 +1556,28 @@ epode_err epode__stanza_new_arena_root_in(epode_stanza **out, const epode_mem *m
                                           size_t size_hint, epode__arena **spare,
                                           const char *name, const char **atts, char sep) {
   mem = epode__mem_or_default(mem);
-  expat_el m;
-  expat_measure(&m, name, atts, sep);
-  size_t need = ARENA_ROUND(sizeof(epode_stanza) + m.extra);
   epode__arena *ar = NULL;
   if (spare && *spare) {
     ar = *spare;
     *spare = NULL;
-    if (ar->size < need) {
-      epode__arena_free(ar);
-      ar = NULL;
+    ar->refs = 1;
+    ar->more = NULL;
+    ar->pos = (char *)ar + ARENA_HDR;
+    ar->end = ar->pos + ar->size;
+    ar->dirty = 0;
+    epode_stanza *st = expat_build(ar, name, atts, sep);
+    if (st) {
+      st->flags = ARENA_REF;
+      *out = st;
+      return EPODE_OK;
     }
+  }
+  expat_el m;
+  expat_measure(&m, name, atts, sep);
+  size_t need = ARENA_ROUND(sizeof(epode_stanza) + m.extra);
+  if (ar && ar->size < need) {
+    epode__arena_free(ar);
+    ar = NULL;
   }
   if (!ar) {
     size_t cap = ARENA_ROUND(size_hint) > need ? ARENA_ROUND(size_hint) : need;
@@ -1540,9 +1623,15 @@ void epode__arena_free(epode__arena *ar) {
 
 epode_err epode__stanza_add_expat_child(epode_stanza **out, epode_stanza *parent, const char *name,
                                         const char **atts, char sep) {
+  epode_stanza *st = expat_build(parent->ar, name, atts, sep);
+  if (st) {
+    link_node(parent, st);
+    *out = st;
+    return EPODE_OK;
+  }
   expat_el m;
   expat_measure(&m, name, atts, sep);
-  epode_stanza *st = arena_node(parent->ar, m.extra);
+  st = arena_node(parent->ar, m.extra);
   if (!st) return EPODE_ERR_NOMEM;
   expat_fill(st, &m, name, atts, sep);
   link_node(parent, st);
