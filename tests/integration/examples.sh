@@ -26,16 +26,10 @@ printf 'from the loop example\n' | EPODE_PASSWORD="$ALICE_PASSWORD" timeout 20 \
 lrc=$?
 
 # reliable_sender through a proxy whose first connection is cut mid-login.
-CTL=$WORK/proxy.ctl
-"$PY" "$SRC/tests/tools/fault_proxy.py" --target "127.0.0.1:$C2S_PORT" --control "$CTL" \
-  --port-file "$WORK/proxy.port" >/dev/null 2>"$WORK/proxy.err" &
-BG_PIDS+=($!)
-for _ in $(seq 100); do [ -s "$WORK/proxy.port" ] && break; sleep 0.05; done
-PPORT=$(cat "$WORK/proxy.port")
-proxy() { "$PY" "$SRC/tests/tools/fault_proxy.py" --control "$CTL" --send "$1" >/dev/null; }
+start_proxy rs
 RS=(env EPODE_JID="$ALICE_JID" EPODE_PASSWORD="$ALICE_PASSWORD" timeout 30
   "$EPODE_BUILD/example_reliable_sender" --server "127.0.0.1:$PPORT" --cafile "$CA_FILE")
-proxy "random-cuts 800 2500 1"
+px rs "random-cuts 800 2500 1" >/dev/null
 "${RS[@]}" "$BOB_JID" "reliable one" "reliable two" >"$WORK/rs1.out" 2>"$WORK/rs1.err"
 rrc=$?
 # A second run is stopped right after sending, before any acknowledgement

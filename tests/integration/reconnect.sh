@@ -26,7 +26,6 @@ set -euo pipefail
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
 
-PROXY=$SRC/tests/tools/fault_proxy.py
 NUM=$SRC/tests/integration/lib/numbered.py
 for f in "$PROXY" "$NUM"; do
   [ -f "$f" ] || { echo "FAIL setup: $f missing"; exit 1; }
@@ -99,23 +98,6 @@ DAVE=(EPODE_JID="$DAVE_JID" EPODE_PASSWORD="$DAVE_PASSWORD")
 ERIN=(EPODE_JID="$ERIN_JID" EPODE_PASSWORD="$ERIN_PASSWORD")
 FRANK=(EPODE_JID="$FRANK_JID" EPODE_PASSWORD="$FRANK_PASSWORD")
 
-# start_proxy NAME: a fault proxy in front of Prosody's c2s port, controlled
-# through $WORK/NAME.sock; sets PPORT.
-start_proxy() {
-  local pf=$WORK/$1.port pid
-  "$PY" "$PROXY" --target "127.0.0.1:$C2S_PORT" --control "$WORK/$1.sock" --port-file "$pf" \
-    --seed "${PROXY_SEED:-$RANDOM}" --verbose >"$WORK/$1.proxy.out" 2>"$WORK/$1.proxy.err" &
-  pid=$!
-  BG_PIDS+=("$pid")
-  if ! wait_for "$pf" '^[0-9]+$' 10 "$pid"; then
-    echo "FAIL setup: fault_proxy.py did not start"
-    cat "$WORK/$1.proxy.err"
-    exit 1
-  fi
-  PPORT=$(cat "$pf")
-}
-# px NAME COMMAND: one control command; prints the reply.
-px() { "$PY" "$PROXY" --control "$WORK/$1.sock" --send "$2"; }
 # cuts NAME: how many connections the proxy has cut so far.
 cuts() { px "$1" stats | sed -n 's/.* cuts=\([0-9]*\).*/\1/p'; }
 

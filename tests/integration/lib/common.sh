@@ -13,6 +13,7 @@ SRC=$EPODE_SRC
 PY=/usr/bin/python3
 HARNESS=$SRC/tests/servers/prosody.sh
 EJ_HARNESS=$SRC/tests/servers/ejabberd.sh
+PROXY=$SRC/tests/tools/fault_proxy.py
 # Longest any single epode run may take before we call it a hang.
 RUN_LIMIT=${RUN_LIMIT:-20}
 
@@ -116,6 +117,24 @@ start_ejabberd() {
   # shellcheck disable=SC1091
   . "$EJ_DIR/env"
 }
+
+# start_proxy NAME: a fault proxy in front of Prosody's c2s port, controlled
+# through $WORK/NAME.sock; sets PPORT.
+start_proxy() {
+  local pf=$WORK/$1.port pid
+  "$PY" "$PROXY" --target "127.0.0.1:$C2S_PORT" --control "$WORK/$1.sock" --port-file "$pf" \
+    --seed "${PROXY_SEED:-$RANDOM}" --verbose >"$WORK/$1.proxy.out" 2>"$WORK/$1.proxy.err" &
+  pid=$!
+  BG_PIDS+=("$pid")
+  if ! wait_for "$pf" '^[0-9]+$' 10 "$pid"; then
+    echo "FAIL setup: fault_proxy.py did not start"
+    cat "$WORK/$1.proxy.err"
+    exit 1
+  fi
+  PPORT=$(cat "$pf")
+}
+# px NAME COMMAND: one control command; prints the reply.
+px() { "$PY" "$PROXY" --control "$WORK/$1.sock" --send "$2"; }
 
 # run_epode NAME [ENV=VALUE...] -- ARGS...: runs epode (stdin from $STDIN if
 # set, else /dev/null) under `timeout`; sets RC, OUT (file), ERR (file).
