@@ -773,6 +773,38 @@ static void feed_session(epode_conn *c, const void *p, size_t n) {
   after_session(c);
 }
 
+/* Where the next read of a stream goes: straight into the session's XML
+ * parser when it can lend its buffer (TCP or TLS stream framing; saves
+ * expat's copy of every read), else into `own`. *direct says which; a lent
+ * buffer must be given back with give_back() whatever the read found. */
+static void *read_target(epode_conn *c, void *own, size_t *cap, int *direct) {
+  *direct = 0;
+  if (!c->ws && c->phase == PH_STREAM && !c->session_closed) {
+    size_t len;
+    void *b = epode__session_recv_buffer(c->s, READ_CHUNK, &len);
+    if (b) {
+      *cap = len;
+      *direct = 1;
+      return b;
+    }
+  }
+  *cap = READ_CHUNK;
+  return own;
+}
+
+/* The read into a lent buffer found n bytes (0: none, or it failed): the
+ * session parses them as epode_session_recv() would. */
+static void give_back(epode_conn *c, size_t n) {
+  if (!n) {
+    (void)epode__session_recv_commit(c->s, 0, epode_now_ms());
+    return;
+  }
+  c->depth++;
+  (void)epode__session_recv_commit(c->s, n, epode_now_ms());
+  c->depth--;
+  after_session(c);
+}
+
 /* The transport is up: over WebSocket, ask for the upgrade (the session
  * starts once the server agreed); otherwise start the session. */
 static void transport_ready(epode_conn *c) {
@@ -912,13 +944,20 @@ static void pump_plain(epode_conn *c) {
     int eof = 0;
     /* On the stack: an idle connection holds no read buffers. */
     unsigned char pbuf[READ_CHUNK];
-    epode_err e = epode__tls_read(c->tls, pbuf, sizeof pbuf, &n, &eof);
+    size_t cap;
+    int direct;
+    void *dst = read_target(c, pbuf, &cap, &direct);
+    epode_err e = epode__tls_read(c->tls, dst, cap, &n, &eof);
+    if (direct && (e || !n)) give_back(c, 0);
     if (e) {
       fail(c, EPODE_ERR_TLS, "%s", epode__tls_detail(c->tls));
       return;
     }
     if (n) {
-      feed_session(c, pbuf, n);
+      if (direct)
+        give_back(c, n);
+      else
+        feed_session(c, pbuf, n);
       continue;
     }
     if (move_tls_out(c) < 0) return; /* post-handshake replies (key update) */
@@ -934,7 +973,15 @@ static void read_input(epode_conn *c) {
   c->in_read = 1;
   while (c->fd >= 0 && (c->phase == PH_TLS || c->phase == PH_STREAM) && !c->session_closed) {
     unsigned char rbuf[READ_CHUNK]; /* on the stack, as pbuf in pump_plain */
-    long n = epode__sock_recv(c->fd, rbuf, sizeof rbuf);
+    size_t cap = sizeof rbuf;
+    int direct = 0;
+    unsigned char *dst = c->tls ? rbuf : read_target(c, rbuf, &cap, &direct);
+    long n = epode__sock_recv(c->fd, dst, cap);
+    if (direct && n <= 0) {
+      int saved = errno;
+      give_back(c, 0);
+      errno = saved;
+    }
     if (n < 0) {
       int e = errno;
       if (e == EAGAIN || e == EWOULDBLOCK) break;
@@ -957,9 +1004,11 @@ static void read_input(epode_conn *c) {
       handle_eof(c);
       break;
     }
-    if (!c->bytes_in) c->first_byte = rbuf[0];
+    if (!c->bytes_in) c->first_byte = dst[0];
     c->bytes_in += (uint64_t)n;
-    if (c->tls) {
+    if (direct) {
+      give_back(c, (size_t)n);
+    } else if (c->tls) {
       epode_err e = epode__tls_feed(c->tls, rbuf, (size_t)n);
       if (e) {
         fail(c, e, "%s", epode__tls_detail(c->tls));

@@ -1059,15 +1059,8 @@ static const char *stream_condition_for(epode_err e) {
   }
 }
 
-epode_err epode_session_recv(epode_session *s, const void *data, size_t len, uint64_t now_ms) {
-  if (!s || (!data && len)) return EPODE_ERR_INVAL;
-  if (s->state == EPODE_STATE_CLOSED) return EPODE_ERR_STATE;
-  if (s->state == EPODE_STATE_IDLE || s->state == EPODE_STATE_DISCONNECTED ||
-      s->neg == NEG_WAIT_TLS || s->framing == EPODE_FRAMING_BOSH)
-    return EPODE_ERR_STATE;
-  s->now = now_ms;
-  if (len) epode__ka_received(s);
-  epode_err e = epode__xml_parser_feed(s->parser, data, len);
+/* After the parser took input (feed or commit) and returned `e`. */
+static epode_err after_input(epode_session *s, epode_err e) {
   if (s->state == EPODE_STATE_DISCONNECTED || s->state == EPODE_STATE_IDLE)
     return EPODE_OK; /* the stream ended, the session waits for the next */
   if (e && s->state != EPODE_STATE_CLOSED) {
@@ -1078,6 +1071,34 @@ epode_err epode_session_recv(epode_session *s, const void *data, size_t len, uin
   }
   if (s->state == EPODE_STATE_CLOSED) return s->failure.err;
   return EPODE_OK;
+}
+
+static int takes_input(const epode_session *s) {
+  return s->state != EPODE_STATE_CLOSED && s->state != EPODE_STATE_IDLE &&
+         s->state != EPODE_STATE_DISCONNECTED && s->neg != NEG_WAIT_TLS &&
+         s->framing != EPODE_FRAMING_BOSH;
+}
+
+epode_err epode_session_recv(epode_session *s, const void *data, size_t len, uint64_t now_ms) {
+  if (!s || (!data && len)) return EPODE_ERR_INVAL;
+  if (!takes_input(s)) return EPODE_ERR_STATE;
+  s->now = now_ms;
+  if (len) epode__ka_received(s);
+  return after_input(s, epode__xml_parser_feed(s->parser, data, len));
+}
+
+void *epode__session_recv_buffer(epode_session *s, size_t want, size_t *len) {
+  *len = 0;
+  if (!s || s->framing != EPODE_FRAMING_STREAM || !takes_input(s)) return NULL;
+  void *buf = NULL;
+  if (epode__xml_parser_buffer(s->parser, want, &buf, len)) return NULL;
+  return buf;
+}
+
+epode_err epode__session_recv_commit(epode_session *s, size_t len, uint64_t now_ms) {
+  s->now = now_ms;
+  if (len) epode__ka_received(s);
+  return after_input(s, epode__xml_parser_commit(s->parser, len));
 }
 
 epode_err epode_session_eof(epode_session *s, uint64_t now_ms) {

@@ -69,6 +69,18 @@
  * parking makes that a cost per switch between sessions instead of per
  * stanza.
  *
+ * Lent buffers (buffer()/commit()): expat built with XML_CONTEXT_BYTES, as
+ * Debian's is, copies every XML_Parse() input into its own buffer. A
+ * transport that reads a stream can instead read straight into that
+ * buffer (XML_GetBuffer) and have it parsed in place (XML_ParseBuffer):
+ * one copy of every received byte less. The piece lent is bounded like a
+ * feed's pieces (the stanza limit still allowed plus one byte), so limits
+ * behave exactly as with feed(). Only an instance the parser holds or has
+ * parked is lent: a read that may find nothing must not make a new one.
+ * XML_GetBuffer forgets where expat's last event was, so an instance that
+ * was parked before the lending and got no bytes is parked again as it was
+ * rather than judged again by maybe_release().
+ *
  * Stream restart from inside a callback: expat cannot be freed while it is
  * running, so reset() then only sets a flag and stops expat; feed() does
  * the actual reset once XML_Parse() has returned and drops the rest of the
@@ -130,6 +142,8 @@ struct epode__xml_parser {
   int stop;      /* a handler stopped expat: ignore further events */
   int reset_req; /* reset() was called during feed() */
   int in_feed;
+  size_t buf_out;  /* bytes of expat's buffer lent out by buffer() */
+  int lent_parked; /* the instance was released (parked) until then */
   int header_seen;
   int have_pos;       /* rel_line/rel_col were set by a release */
   unsigned depth;     /* open elements, the stream header / wrapper being 1 */
@@ -855,6 +869,7 @@ static void clear_state(epode__xml_parser *p) {
   p->errmsg = NULL;
   p->err = EPODE_OK;
   p->stop = p->reset_req = 0;
+  p->buf_out = 0;
   p->header_seen = p->have_pos = 0;
   p->depth = 0;
   p->fed = p->mark = p->root_tag_end = 0;
@@ -965,63 +980,144 @@ static void report_limit(epode__xml_parser *p) {
     fail_at(p, EPODE_ERR_LIMIT, "more than %zu bytes without a complete element", p->max_stanza);
 }
 
-epode_err epode__xml_parser_feed(epode__xml_parser *p, const char *data, size_t len) {
-  if (!p || (!data && len)) return EPODE_ERR_INVAL;
-  if (p->in_feed) return EPODE_ERR_STATE;
-  if (p->err) return p->err;
-  if (!len) return EPODE_OK;
-  if (!p->xp && !unpark(p)) {
-    epode_err e = open_expat(p);
-    if (e) {
-      p->err = e;
-      set_msg(p, 0, "could not start the XML parser");
-      return e;
-    }
+/* How many bytes expat may be given now: at most one more than the limit
+ * still allows (see top), and what XML_Parse() takes at once. */
+static size_t allowed_now(const epode__xml_parser *p) {
+  size_t limit = current_limit(p);
+  uint64_t pending = p->fed - p->mark;
+  uint64_t allow = pending <= limit ? limit - pending + 1 : 1;
+  return allow < MAX_PIECE ? (size_t)allow : MAX_PIECE;
+}
+
+/* Gets an expat instance: the parked one, or a new one. */
+static epode_err ensure_expat(epode__xml_parser *p) {
+  if (p->xp || unpark(p)) return EPODE_OK;
+  epode_err e = open_expat(p);
+  if (e) {
+    p->err = e;
+    set_msg(p, 0, "could not start the XML parser");
   }
-  size_t off = 0;
-  p->in_feed = 1;
-  while (off < len) {
-    size_t limit = current_limit(p);
-    uint64_t pending = p->fed - p->mark;
-    /* Give expat at most one byte more than the limit still allows. */
-    uint64_t allow = pending <= limit ? limit - pending + 1 : 1;
-    size_t piece = len - off;
-    if (piece > allow) piece = (size_t)allow;
-    if (piece > MAX_PIECE) piece = MAX_PIECE; /* XML_Parse takes an int */
-    p->fed += piece;
-    enum XML_Status st = XML_Parse(p->xp, data + off, (int)piece, XML_FALSE);
-    off += piece;
-    if (p->reset_req) {
-      /* reset() inside a callback: drop the rest, start a new document. A
-       * callback error in the same feed is still returned once. */
-      epode_err cb_err = p->err;
-      p->in_feed = 0;
-      clear_state(p);
-      return cb_err;
-    }
-    if (st != XML_STATUS_OK) {
-      if (!p->err && !utf8_error(p)) {
-        enum XML_Error code = XML_GetErrorCode(p->xp);
-        p->err = map_expat_error(code);
-        const char *what = XML_ErrorString(code);
-        if (code == XML_ERROR_UNDEFINED_ENTITY)
-          what = "entity reference not allowed in XMPP (only amp, lt, gt, quot, apos and "
-                 "character references)";
-        set_msg(p, 1, "%s", what ? what : "error");
-      }
-      break;
-    }
-    if (p->err) break;
-    if (p->fed - p->mark > current_limit(p)) {
-      report_limit(p);
-      break;
-    }
+  return e;
+}
+
+/* After XML_Parse() or XML_ParseBuffer() returned `st` for the bytes just
+ * counted in p->fed: 1 to go on with more input, 0 to stop (an error, or
+ * a reset requested by a callback, which is done here: then *reset is set
+ * and the callback's own error, if any, is left in p->err for the caller
+ * to return once). */
+static int after_parse(epode__xml_parser *p, enum XML_Status st, int *reset) {
+  if (p->reset_req) {
+    /* reset() inside a callback: drop the rest, start a new document. */
+    epode_err cb_err = p->err;
+    p->in_feed = 0;
+    clear_state(p);
+    p->err = cb_err; /* returned once by the caller, then cleared */
+    *reset = 1;
+    return 0;
   }
+  if (st != XML_STATUS_OK) {
+    if (!p->err && !utf8_error(p)) {
+      enum XML_Error code = XML_GetErrorCode(p->xp);
+      p->err = map_expat_error(code);
+      const char *what = XML_ErrorString(code);
+      if (code == XML_ERROR_UNDEFINED_ENTITY)
+        what = "entity reference not allowed in XMPP (only amp, lt, gt, quot, apos and "
+               "character references)";
+      set_msg(p, 1, "%s", what ? what : "error");
+    }
+    return 0;
+  }
+  if (p->err) return 0;
+  if (p->fed - p->mark > current_limit(p)) {
+    report_limit(p);
+    return 0;
+  }
+  return 1;
+}
+
+/* The end of a feed or commit that was not reset. */
+static epode_err end_feed(epode__xml_parser *p) {
   if (!p->err) maybe_release(p);
   epode__arena_free(p->spare);
   p->spare = NULL;
   p->in_feed = 0;
   return p->err;
+}
+
+/* What a reset inside a callback leaves to return: the callback's error,
+ * once; the parser itself starts clean. */
+static epode_err reset_result(epode__xml_parser *p) {
+  epode_err cb_err = p->err;
+  p->err = EPODE_OK;
+  return cb_err;
+}
+
+epode_err epode__xml_parser_feed(epode__xml_parser *p, const char *data, size_t len) {
+  if (!p || (!data && len)) return EPODE_ERR_INVAL;
+  if (p->in_feed || p->buf_out) return EPODE_ERR_STATE;
+  if (p->err) return p->err;
+  if (!len) return EPODE_OK;
+  if (ensure_expat(p)) return p->err;
+  size_t off = 0;
+  int reset = 0;
+  p->in_feed = 1;
+  while (off < len) {
+    size_t piece = allowed_now(p);
+    if (piece > len - off) piece = len - off;
+    p->fed += piece;
+    enum XML_Status st = XML_Parse(p->xp, data + off, (int)piece, XML_FALSE);
+    off += piece;
+    if (!after_parse(p, st, &reset)) break;
+  }
+  if (reset) return reset_result(p);
+  return end_feed(p);
+}
+
+epode_err epode__xml_parser_buffer(epode__xml_parser *p, size_t want, void **buf, size_t *len) {
+  if (!p || !buf || !len || !want) return EPODE_ERR_INVAL;
+  *buf = NULL;
+  *len = 0;
+  if (p->in_feed || p->buf_out) return EPODE_ERR_STATE;
+  if (p->err) return p->err;
+  /* A new instance is made by a feed with bytes in hand, not for a read
+   * that may find none. */
+  if (!p->xp && !(p->park_serial && slot.serial == p->park_serial)) return EPODE_OK;
+  int was_parked = !p->xp;
+  if (ensure_expat(p)) return p->err;
+  size_t n = allowed_now(p);
+  if (n > want) n = want;
+  void *b = XML_GetBuffer(p->xp, (int)n);
+  if (!b) {
+    /* Nothing was parsed; the instance stays usable for a later feed. */
+    if (was_parked) park(p);
+    return EPODE_ERR_NOMEM;
+  }
+  p->buf_out = n;
+  p->lent_parked = was_parked;
+  *buf = b;
+  *len = n;
+  return EPODE_OK;
+}
+
+epode_err epode__xml_parser_commit(epode__xml_parser *p, size_t len) {
+  if (!p) return EPODE_ERR_INVAL;
+  if (!p->buf_out || len > p->buf_out) return EPODE_ERR_STATE;
+  p->buf_out = 0;
+  p->in_feed = 1;
+  int reset = 0;
+  if (len) {
+    p->fed += len;
+    enum XML_Status st = XML_ParseBuffer(p->xp, (int)len, XML_FALSE);
+    (void)after_parse(p, st, &reset);
+  } else if (p->lent_parked) {
+    /* Released before and nothing came: released again, as it was (after
+     * XML_GetBuffer expat no longer knows where its last event was, which
+     * maybe_release() would ask). Otherwise it was in use before and
+     * still is. */
+    park(p);
+  }
+  if (reset) return reset_result(p);
+  return end_feed(p);
 }
 
 epode_err epode__xml_parser_reset(epode__xml_parser *p) {

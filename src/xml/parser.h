@@ -89,6 +89,18 @@ void epode__xml_parser_free(epode__xml_parser *p);
  * from inside a callback returns EPODE_ERR_STATE. Bytes before an invalid
  * UTF-8 sequence are parsed (their stanzas delivered) before the error. */
 epode_err epode__xml_parser_feed(epode__xml_parser *p, const char *data, size_t len);
+/* Zero-copy input: lends the caller up to `want` bytes of expat's own input
+ * buffer to read into (recv(), SSL_read()), saving the copy feed() makes.
+ * Sets *buf and *len (len <= want: no more than the stanza limit still
+ * allows plus one byte, as feed() hands over), or *buf = NULL when the
+ * parser holds no expat instance now (released and no longer parked):
+ * then read elsewhere and feed(), which makes one. After a lent buffer
+ * the next call on the parser must be commit(), with the number of bytes
+ * written to its start (0 if the read found none, which lets the parser
+ * release expat again); commit() then parses them exactly as feed() would.
+ * A buffer cannot be lent from inside a callback (EPODE_ERR_STATE). */
+epode_err epode__xml_parser_buffer(epode__xml_parser *p, size_t want, void **buf, size_t *len);
+epode_err epode__xml_parser_commit(epode__xml_parser *p, size_t len);
 /* Starts over for a new stream (after STARTTLS / SASL success): drops any
  * partial stanza and clears a previous error. Safe to call from inside a
  * callback: no further callbacks fire for the current feed(), whose

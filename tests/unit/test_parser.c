@@ -1214,12 +1214,34 @@ typedef struct outcome {
   int releases; /* feeds after which the parser did not use its instance */
 } outcome;
 
+/* Gives the parser n bytes as a transport reading into the parser's own
+ * buffer does: first a read that finds nothing (a lent buffer given back
+ * empty), then reads into each buffer lent, as long as one is lent (feed()
+ * for the rest when none is: the parser has no instance). */
+static epode_err lend_feed(epode__xml_parser *p, const char *s, size_t n) {
+  void *b;
+  size_t len, off = 0;
+  epode_err e = epode__xml_parser_buffer(p, n ? n : 1, &b, &len);
+  if (e) return e;
+  if (b && (e = epode__xml_parser_commit(p, 0))) return e;
+  while (off < n) {
+    e = epode__xml_parser_buffer(p, n - off, &b, &len);
+    if (e) return e;
+    if (!b) return epode__xml_parser_feed(p, s + off, n - off);
+    assert_true(len >= 1 && len <= n - off);
+    memcpy(b, s + off, len);
+    off += len;
+    if ((e = epode__xml_parser_commit(p, len))) return e;
+  }
+  return EPODE_OK;
+}
+
 /* Feeds `doc` cut at the offsets in cuts[0..ncuts) (ascending), stopping
  * at the first error. With `evict`, each released instance is freed before
  * the next feed, which then makes a new one; otherwise it takes its parked
- * instance back. */
+ * instance back. With `lend`, through the parser's own buffer (lend_feed). */
 static void run_cuts(outcome *o, const char *doc, size_t n, const size_t *cuts, size_t ncuts,
-                     const epode__xml_limits *lim, int evict) {
+                     const epode__xml_limits *lim, int evict, int lend) {
   rec r;
   mk(&r, EPODE__XML_STREAM, lim);
   memset(o, 0, sizeof *o);
@@ -1227,7 +1249,7 @@ static void run_cuts(outcome *o, const char *doc, size_t n, const size_t *cuts, 
   for (size_t k = 0; k <= ncuts && !o->err; k++) {
     size_t to = k < ncuts ? cuts[k] : n;
     if (to < at) continue;
-    o->err = epode__xml_parser_feed(r.p, doc + at, to - at);
+    o->err = lend ? lend_feed(r.p, doc + at, to - at) : epode__xml_parser_feed(r.p, doc + at, to - at);
     if (!o->err && to > at && !in_use(r.p)) {
       o->releases++;
       if (evict) {
@@ -1259,13 +1281,17 @@ static void assert_same(const outcome *want, const outcome *got, const char *doc
 static void check_equivalent(const char *doc, const epode__xml_limits *lim, int min_releases) {
   size_t n = strlen(doc);
   outcome ref, o;
-  run_cuts(&ref, doc, n, NULL, 0, lim, 0);
+  run_cuts(&ref, doc, n, NULL, 0, lim, 0, 0);
   size_t *cuts = calloc(n + 1, sizeof *cuts);
   assert_non_null(cuts);
-  for (int evict = 0; evict <= 1; evict++) {
-    const char *mode = evict ? " (new instances)" : " (parked instances)";
+  for (int k = 0; k < 4; k++) {
+    int evict = k & 1, lend = k >> 1;
+    static const char *const modes[] = {" (parked instances)", " (new instances)",
+                                        " (parked instances, lent buffers)",
+                                        " (new instances, lent buffers)"};
+    const char *mode = modes[k];
     for (size_t i = 0; i <= n; i++) {
-      run_cuts(&o, doc, n, &i, 1, lim, evict);
+      run_cuts(&o, doc, n, &i, 1, lim, evict, lend);
       char how[64];
       snprintf(how, sizeof how, "split at %zu%s", i, mode);
       assert_same(&ref, &o, doc, how);
@@ -1273,16 +1299,18 @@ static void check_equivalent(const char *doc, const epode__xml_limits *lim, int 
     }
     for (size_t i = 0; i < n; i++)
       cuts[i] = i + 1;
-    run_cuts(&o, doc, n, cuts, n, lim, evict);
-    assert_same(&ref, &o, doc, evict ? "byte by byte (new instances)" : "byte by byte");
+    run_cuts(&o, doc, n, cuts, n, lim, evict, lend);
+    char how_s[96];
+    snprintf(how_s, sizeof how_s, "byte by byte%s", mode);
+    assert_same(&ref, &o, doc, how_s);
     free(o.log);
     /* After each '>' (every stanza end, and more). */
     size_t nc = 0;
     for (size_t i = 0; i < n; i++)
       if (doc[i] == '>') cuts[nc++] = i + 1;
-    run_cuts(&o, doc, n, cuts, nc, lim, evict);
-    assert_same(&ref, &o, doc,
-                evict ? "cut after every '>' (new instances)" : "cut after every '>'");
+    run_cuts(&o, doc, n, cuts, nc, lim, evict, lend);
+    snprintf(how_s, sizeof how_s, "cut after every '>'%s", mode);
+    assert_same(&ref, &o, doc, how_s);
     if (o.releases < min_releases)
       fail_msg("%d releases, expected at least %d, for %s", o.releases, min_releases, doc);
     free(o.log);
@@ -1584,8 +1612,134 @@ static void test_release_memory(void **state) {
   assert_int_equal(f.live, 0);
 }
 
+/* Copies s into a buffer lent by the parser (which must lend at least
+ * strlen(s) bytes) and commits it. */
+static epode_err lend_str(epode__xml_parser *p, const char *s) {
+  void *b;
+  size_t len, n = strlen(s);
+  assert_int_equal(epode__xml_parser_buffer(p, 4096, &b, &len), EPODE_OK);
+  assert_non_null(b);
+  assert_true(len >= n);
+  memcpy(b, s, n);
+  return epode__xml_parser_commit(p, n);
+}
+
+static epode_err cb_lend_inside(void *ud, epode_stanza *st) {
+  rec *r = ud;
+  void *b = (void *)1;
+  size_t len = 1;
+  /* Not from inside a callback: the parser is running. */
+  assert_int_equal(epode__xml_parser_buffer(r->p, 64, &b, &len), EPODE_ERR_STATE);
+  assert_null(b);
+  assert_int_equal(len, 0);
+  return cb_stanza(ud, st);
+}
+
+/* Reading into the parser's own buffer (epode__xml_parser_buffer/commit):
+ * the rules of lending; test_release_equivalence runs every cut of its
+ * streams through lent buffers too. */
+static void test_lent_buffer(void **state) {
+  (void)state;
+  rec r;
+  void *b;
+  size_t len;
+  mk(&r, EPODE__XML_STREAM, NULL);
+  /* No instance yet: nothing is lent (feed() makes the first one). */
+  assert_int_equal(epode__xml_parser_buffer(r.p, 4096, &b, &len), EPODE_OK);
+  assert_null(b);
+  assert_int_equal(len, 0);
+  assert_int_equal(epode__xml_parser_holds_expat(r.p), 0);
+  assert_int_equal(epode__xml_parser_buffer(r.p, 0, &b, &len), EPODE_ERR_INVAL);
+  assert_int_equal(epode__xml_parser_commit(r.p, 0), EPODE_ERR_STATE);
+  assert_int_equal(epode__xml_parser_feed(r.p, HDR, strlen(HDR)), EPODE_OK);
+  assert_int_equal(epode__xml_parser_holds_expat(r.p), 2);
+  /* Lent: the parked instance is in use until the buffer comes back. */
+  assert_int_equal(epode__xml_parser_buffer(r.p, 4096, &b, &len), EPODE_OK);
+  assert_non_null(b);
+  assert_int_equal(len, 4096);
+  assert_int_equal(epode__xml_parser_holds_expat(r.p), 1);
+  assert_int_equal(epode__xml_parser_feed(r.p, "<a/>", 4), EPODE_ERR_STATE);
+  assert_int_equal(epode__xml_parser_buffer(r.p, 16, &b, &len), EPODE_ERR_STATE);
+  assert_int_equal(epode__xml_parser_commit(r.p, 4097), EPODE_ERR_STATE);
+  /* Given back empty (a read that found nothing): released again. */
+  assert_int_equal(epode__xml_parser_commit(r.p, 0), EPODE_OK);
+  assert_int_equal(epode__xml_parser_holds_expat(r.p), 2);
+  assert_int_equal(epode__xml_parser_commit(r.p, 0), EPODE_ERR_STATE);
+  /* Bytes read into it are parsed; a partial stanza keeps the instance. */
+  assert_int_equal(lend_str(r.p, "<message><body>hi</body></message><iq type='get'"), EPODE_OK);
+  assert_int_equal(r.stanzas, 1);
+  assert_int_equal(epode__xml_parser_holds_expat(r.p), 1);
+  assert_int_equal(lend_str(r.p, "/>"), EPODE_OK);
+  assert_int_equal(r.stanzas, 2);
+  assert_int_equal(epode__xml_parser_holds_expat(r.p), 2);
+  /* Errors are the parser's, sticky, and stop lending. */
+  assert_int_equal(lend_str(r.p, "<a></b>"), EPODE_ERR_XML);
+  assert_int_equal(epode__xml_parser_buffer(r.p, 16, &b, &len), EPODE_ERR_XML);
+  assert_null(b);
+  assert_int_equal(epode__xml_parser_feed(r.p, " ", 1), EPODE_ERR_XML);
+  done(&r);
+
+  /* No more than the stanza limit still allows, plus one byte. */
+  epode__xml_limits lim = {100, 0, 0};
+  mk(&r, EPODE__XML_STREAM, &lim);
+  assert_int_equal(epode__xml_parser_feed(r.p, HDR, strlen(HDR)), EPODE_OK);
+  assert_int_equal(epode__xml_parser_buffer(r.p, 4096, &b, &len), EPODE_OK);
+  assert_int_equal(len, 101);
+  memcpy(b, "<m>0123456789", 13);
+  assert_int_equal(epode__xml_parser_commit(r.p, 13), EPODE_OK);
+  assert_int_equal(epode__xml_parser_pending(r.p), 13);
+  assert_int_equal(epode__xml_parser_buffer(r.p, 4096, &b, &len), EPODE_OK);
+  assert_int_equal(len, 100 - 13 + 1);
+  assert_int_equal(epode__xml_parser_commit(r.p, 0), EPODE_OK);
+  assert_int_equal(epode__xml_parser_buffer(r.p, 10, &b, &len), EPODE_OK);
+  assert_int_equal(len, 10); /* and no more than asked for */
+  memset(b, 'x', 10);
+  assert_int_equal(epode__xml_parser_commit(r.p, 10), EPODE_OK);
+  /* 23 pending: 78 allowed, and the 79th byte goes over. */
+  assert_int_equal(epode__xml_parser_buffer(r.p, 4096, &b, &len), EPODE_OK);
+  assert_int_equal(len, 78);
+  memset(b, 'y', 78);
+  assert_int_equal(epode__xml_parser_commit(r.p, 78), EPODE_ERR_LIMIT);
+  assert_non_null(strstr(epode__xml_parser_errmsg(r.p), "exceeds the limit of 100 bytes"));
+  assert_int_equal(r.stanzas, 0);
+  done(&r);
+
+  /* A reset from a callback drops the rest of the lent bytes, as with
+   * feed(); the parser then starts a new document. */
+  mk(&r, EPODE__XML_STREAM, NULL);
+  r.reset_at_stanza = 1;
+  assert_int_equal(epode__xml_parser_feed(r.p, HDR, strlen(HDR)), EPODE_OK);
+  assert_int_equal(lend_str(r.p, "<proceed/><dropped/>"), EPODE_OK);
+  assert_int_equal(r.stanzas, 1);
+  assert_int_equal(epode__xml_parser_holds_expat(r.p), 0);
+  assert_int_equal(epode__xml_parser_feed(r.p, HDR "<x/>", strlen(HDR) + 4), EPODE_OK);
+  assert_int_equal(r.starts, 2);
+  assert_int_equal(r.stanzas, 2);
+  assert_null(strstr(r.log, "dropped"));
+  done(&r);
+
+  /* A callback's error comes back from commit(). */
+  mk(&r, EPODE__XML_STREAM, NULL);
+  r.fail_at_stanza = 2;
+  r.fail_at_stanza_err = EPODE_ERR_PROTOCOL;
+  assert_int_equal(epode__xml_parser_feed(r.p, HDR, strlen(HDR)), EPODE_OK);
+  assert_int_equal(lend_str(r.p, "<a/><b/><c/>"), EPODE_ERR_PROTOCOL);
+  assert_int_equal(r.stanzas, 2);
+  done(&r);
+
+  /* Not from inside a callback. */
+  epode__xml_callbacks cb = {cb_start, cb_lend_inside, cb_end};
+  memset(&r, 0, sizeof r);
+  assert_int_equal(epode__xml_parser_new(&r.p, NULL, NULL, EPODE__XML_STREAM, &cb, &r), EPODE_OK);
+  assert_int_equal(epode__xml_parser_feed(r.p, HDR "<a/>", strlen(HDR) + 4), EPODE_OK);
+  assert_int_equal(lend_str(r.p, "<b/>"), EPODE_OK);
+  assert_int_equal(r.stanzas, 2);
+  done(&r);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_lent_buffer),
       cmocka_unit_test(test_stream),
       cmocka_unit_test(test_message_tree),
       cmocka_unit_test(test_namespaces),
