@@ -293,6 +293,8 @@ epode_err epode_session_add_handler(epode_session *s, const char *name, const ch
 }
 
 static void sweep(epode_session *s) {
+  if (!s->to_sweep) return;
+  s->to_sweep = 0;
   for (epode__handler **pp = &s->handlers; *pp;) {
     if ((*pp)->removed) {
       epode__handler *h = *pp;
@@ -317,7 +319,7 @@ epode_err epode_session_remove_handler(epode_session *s, epode_handler_fn fn, vo
   if (!s || !fn) return EPODE_ERR_INVAL;
   int found = 0;
   for (epode__handler *h = s->handlers; h; h = h->next)
-    if (h->fn == fn && h->ud == ud && !h->removed) h->removed = found = 1;
+    if (h->fn == fn && h->ud == ud && !h->removed) h->removed = found = s->to_sweep = 1;
   if (!s->dispatching) sweep(s);
   return found ? EPODE_OK : EPODE_ERR_NOTFOUND;
 }
@@ -326,6 +328,7 @@ void epode__handlers_free(epode_session *s) {
   epode__iqs_cancel(s, EPODE_ERR_CLOSED);
   for (epode__handler *h = s->handlers; h; h->removed = 1, h = h->next) {}
   for (epode__timed *t = s->timed; t; t->removed = 1, t = t->next) {}
+  s->to_sweep = 1;
   sweep(s);
 }
 
@@ -382,7 +385,7 @@ epode_err epode__dispatch(epode_session *s, const epode_stanza *st) {
   for (epode__handler *h = s->handlers; h && s->state != EPODE_STATE_CLOSED; h = h->next) {
     if (h->removed || h->gen == gen || !handler_matches(h, st)) continue;
     handled = 1;
-    if (h->fn(s, st, h->ud) == EPODE_HANDLER_REMOVE) h->removed = 1;
+    if (h->fn(s, st, h->ud) == EPODE_HANDLER_REMOVE) h->removed = s->to_sweep = 1;
   }
   if (--s->dispatching == 0) sweep(s);
 
@@ -414,7 +417,7 @@ epode_err epode_session_remove_timed_handler(epode_session *s, epode_timed_fn fn
   if (!s || !fn) return EPODE_ERR_INVAL;
   int found = 0;
   for (epode__timed *t = s->timed; t; t = t->next)
-    if (t->fn == fn && t->ud == ud && !t->removed) t->removed = found = 1;
+    if (t->fn == fn && t->ud == ud && !t->removed) t->removed = found = s->to_sweep = 1;
   if (!s->dispatching) sweep(s);
   return found ? EPODE_OK : EPODE_ERR_NOTFOUND;
 }
@@ -436,7 +439,7 @@ epode_err epode__timers_run(epode_session *s) {
   for (epode__timed *t = s->timed; t && s->state != EPODE_STATE_CLOSED; t = t->next) {
     if (t->removed || s->now < t->due) continue;
     if (t->fn(s, t->ud) == EPODE_HANDLER_REMOVE)
-      t->removed = 1;
+      t->removed = s->to_sweep = 1;
     else
       t->due = s->now + t->period;
   }

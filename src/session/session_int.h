@@ -158,6 +158,7 @@ struct epode_session {
   epode__timed *timed;
   uint64_t dispatch_gen;
   int dispatching;
+  int to_sweep; /* a handler or timed handler was marked removed */
 
   /* Ids. */
   char id_prefix[9];

@@ -248,6 +248,9 @@ static void vset_error(epode__xml_parser *p, epode_err err, int with_pos, const 
   vset_msg(p, with_pos, fmt, ap);
 }
 
+static void XMLCALL on_text(void *ud, const XML_Char *s, int len);
+static void XMLCALL on_text_top(void *ud, const XML_Char *s, int len);
+
 /* Records an error from inside an expat handler and stops expat. */
 static void fail(epode__xml_parser *p, epode_err err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -257,6 +260,7 @@ static void fail(epode__xml_parser *p, epode_err err, const char *fmt, ...) {
   vset_error(p, err, 1, fmt, ap);
   va_end(ap);
   p->stop = 1;
+  XML_SetCharacterDataHandler(p->xp, NULL); /* on_text does not test stop */
   XML_StopParser(p->xp, XML_FALSE);
 }
 
@@ -463,6 +467,7 @@ static void XMLCALL on_start(void *ud, const XML_Char *name, const XML_Char **at
     p->root = el;
     p->mark = cur_index(p);
     p->root_tag_end = p->mark + (uint64_t)XML_GetCurrentByteCount(p->xp); /* cur_end() */
+    XML_SetCharacterDataHandler(p->xp, on_text);
   } else {
     if (!flush_text(p)) return;
     if (epode__stanza_add_expat_child(&el, p->cur, name, atts, NS_SEP)) {
@@ -497,7 +502,9 @@ static void XMLCALL on_end(void *ud, const XML_Char *name) {
     return;
   }
   /* Empty-element tags report no bytes of their own for the end event. */
-  uint64_t end = XML_GetCurrentByteCount(p->xp) ? cur_end(p) : p->root_tag_end;
+  int count = XML_GetCurrentByteCount(p->xp);
+  uint64_t end = count > 0 ? cur_index(p) + (uint64_t)count : p->root_tag_end;
+  XML_SetCharacterDataHandler(p->xp, on_text_top);
   if (end - p->mark > p->max_stanza) {
     fail(p, EPODE_ERR_LIMIT, "stanza of %llu bytes exceeds the limit of %zu bytes",
          (unsigned long long)(end - p->mark), p->max_stanza);
@@ -563,16 +570,22 @@ static __attribute__((noinline)) int grow_text(epode__xml_parser *p, size_t n) {
   return 1;
 }
 
+/* Character data inside a stanza: the handler while a stanza is being
+ * built (on_start and on_end switch between on_text and on_text_top, and
+ * a stop removes it), so the common path tests nothing else. */
 static void XMLCALL on_text(void *ud, const XML_Char *s, int len) {
   epode__xml_parser *p = ud;
+  if (len <= 0) return;
+  size_t n = (size_t)len;
+  if (n > p->tcap - p->tlen && !grow_text(p, n)) return;
+  copy_text(p->tbuf + p->tlen, s, n);
+  p->tlen += n;
+}
+
+/* Character data between stanzas. */
+static void XMLCALL on_text_top(void *ud, const XML_Char *s, int len) {
+  epode__xml_parser *p = ud;
   if (p->stop || len <= 0) return;
-  if (p->cur) {
-    size_t n = (size_t)len;
-    if (n > p->tcap - p->tlen && !grow_text(p, n)) return;
-    copy_text(p->tbuf + p->tlen, s, n);
-    p->tlen += n;
-    return;
-  }
   /* Between stanzas only whitespace (keepalives) may appear. */
   for (int i = 0; i < len; i++) {
     if (s[i] != ' ' && s[i] != '\t' && s[i] != '\n' && s[i] != '\r') {
@@ -694,7 +707,7 @@ static void set_salt(epode__xml_parser *p, XML_Parser xp) {
 
 static void install_handlers(XML_Parser xp) {
   XML_SetElementHandler(xp, on_start, on_end);
-  XML_SetCharacterDataHandler(xp, on_text);
+  XML_SetCharacterDataHandler(xp, on_text_top);
   XML_SetStartNamespaceDeclHandler(xp, on_ns_decl);
   XML_SetXmlDeclHandler(xp, on_xml_decl);
   XML_SetStartDoctypeDeclHandler(xp, on_doctype);
@@ -1125,6 +1138,7 @@ epode_err epode__xml_parser_reset(epode__xml_parser *p) {
   if (p->in_feed) {
     p->reset_req = 1;
     p->stop = 1;
+    XML_SetCharacterDataHandler(p->xp, NULL);
     XML_StopParser(p->xp, XML_FALSE);
     return EPODE_OK;
   }
