@@ -66,11 +66,13 @@ static epode_config *make_config(void) {
     epode_config_set_server(cfg, "127.0.0.1", (uint16_t)opt.port);
   }
   /* TLS is verified against the server's throwaway certificate (--cafile),
-   * as an application would verify a real one. */
+   * as an application would verify a real one; "--cafile system" verifies
+   * against OpenSSL's default store (the system's, or SSL_CERT_FILE), as an
+   * application that sets no CA file does. */
   unsigned flags = 0;
-  if (opt.cafile)
+  if (opt.cafile && strcmp(opt.cafile, "system") != 0)
     epode_config_set_cafile(cfg, opt.cafile);
-  else
+  else if (!opt.cafile)
     flags |= EPODE_CFG_TLS_NO_VERIFY;
   if (strcmp(opt.tls, "none") == 0) flags |= EPODE_CFG_ALLOW_PLAINTEXT;
   epode_config_set_flags(cfg, flags);

@@ -88,7 +88,8 @@ static xmpp_conn_t *new_conn(one *o) {
   if (strcmp(opt.tls, "direct") == 0) flags |= XMPP_CONN_FLAG_LEGACY_SSL;
   /* Verified against the server's throwaway certificate, as for epode. */
   if (strcmp(opt.tls, "none") != 0 && !opt.cafile) flags |= XMPP_CONN_FLAG_TRUST_TLS;
-  if (opt.cafile) xmpp_conn_set_cafile(c, opt.cafile);
+  /* "--cafile system": OpenSSL's default store, as for epode. */
+  if (opt.cafile && strcmp(opt.cafile, "system") != 0) xmpp_conn_set_cafile(c, opt.cafile);
   xmpp_conn_set_flags(c, flags);
   xmpp_conn_set_jid(c, BENCH_USER "@" BENCH_DOMAIN "/bench");
   xmpp_conn_set_pass(c, BENCH_PASSWORD);

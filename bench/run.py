@@ -96,12 +96,12 @@ def parse_kv(s):
     return d
 
 
-def client(build, prog, *args, timeout=900):
+def client(build, prog, *args, timeout=900, env=None):
     """Runs a client; returns its RESULT lines as dicts (None if it failed)."""
     cmd = [os.path.join(build, prog), *map(str, args)]
     try:
         r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           timeout=timeout)
+                           timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         log("  %s timed out" % " ".join(cmd))
         return None
@@ -277,20 +277,53 @@ def login(build):
     add("3 login", "ms, direct TLS both", e_direct[0], s_direct[0])
 
 
+SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
+BUNDLE = os.path.join(os.environ.get("TMPDIR", "/tmp"), "epode-bench-bundle-%d.pem" % os.getpid())
+
+
 def many(build):
-    for tls in ("none", "direct"):
-        for n in SESSIONS:
-            log("many: %d sessions, %s" % (n, "plain TCP" if tls == "none" else "direct TLS"))
+    # (TLS mode, session counts, CA): the CA is the server's own certificate
+    # as a CA file, or "system": OpenSSL's default store, which is what an
+    # application that sets no CA file verifies against. The scripted
+    # server's certificate is not in the system's store, so the default
+    # store is pointed (SSL_CERT_FILE) at the system's bundle with that one
+    # certificate appended: the clients load every system CA, as they would
+    # for a real server.
+    variants = [("none", SESSIONS, None), ("direct", SESSIONS, "file")]
+    if os.path.exists(SYSTEM_CA):
+        variants.append(("direct", SESSIONS[:1], "system"))
+    else:
+        notes.append("%s is missing (ca-certificates): the system CA store row was not run."
+                     % SYSTEM_CA)
+    for tls, counts, ca in variants:
+        for n in counts:
+            log("many: %d sessions, %s%s" % (n, "plain TCP" if tls == "none" else "direct TLS",
+                                             ", system CA store" if ca == "system" else ""))
             res = {}
             for name, prog in (("epode", "bench_epode"), ("libstrophe", "bench_strophe")):
                 srv = Server(build, "--mode", "idle", "--tls", tls)
-                extra = ("--cafile", CERT) if tls != "none" else ()
+                extra, env = (), None
+                if ca == "file":
+                    extra = ("--cafile", CERT)
+                elif ca == "system":
+                    with open(BUNDLE, "wb") as out:
+                        for path in (SYSTEM_CA, CERT):
+                            with open(path, "rb") as f:
+                                out.write(f.read())
+                    extra = ("--cafile", "system")
+                    env = dict(os.environ, SSL_CERT_FILE=BUNDLE)
                 r = client(build, prog, "many", "--port", srv.port, "--sessions", n, "--tls", tls,
-                           *extra)
+                           *extra, env=env)
                 srv.stop()
                 res[name] = r[0] if r else None
                 log("  %s: %s" % (name, res[name]))
             label = "4 many, %s × %s" % ("{:,}".format(n), "TCP" if tls == "none" else "TLS")
+            if ca == "system":
+                label += ", system CAs"
+                try:
+                    os.unlink(BUNDLE)
+                except OSError:
+                    pass
 
             def get(r, k):
                 if r is None:

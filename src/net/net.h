@@ -129,6 +129,9 @@ typedef enum {
 epode_err epode__tls_new(epode__tls **out, const epode_config *cfg, const char *name, int direct,
                          char *detail, size_t detail_size);
 void epode__tls_free(epode__tls *t);
+/* For tests: the OpenSSL context (SSL_CTX) the connection uses, shared
+ * with the other connections of the same configuration and its copies. */
+const void *epode__tls_context(const epode__tls *t);
 /* Ciphertext received from the peer. */
 epode_err epode__tls_feed(epode__tls *t, const void *p, size_t n);
 /* Advances the handshake: EPODE__TLS_DONE, EPODE__TLS_AGAIN, or a negative

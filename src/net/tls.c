@@ -70,6 +70,91 @@ static int is_ip_literal(const char *s) {
   return inet_pton(AF_INET, s, tmp) == 1 || inet_pton(AF_INET6, s, tmp) == 1;
 }
 
+/* A new context from the configuration's TLS settings: versions, options,
+ * the CA store, the client certificate. NULL with *err and `detail` set. */
+static SSL_CTX *make_ctx(const epode_config *cfg, char *detail, size_t detail_size,
+                         epode_err *err) {
+  char why[256];
+  *err = EPODE_ERR_TLS;
+  SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+  if (!ctx) {
+    ssl_reason(why, sizeof why, "out of memory");
+    snprintf(detail, detail_size, "cannot create the TLS context: %s", why);
+    return NULL;
+  }
+  /* tls_min/tls_max are the wire values (0x0303, 0x0304), which is what
+   * OpenSSL's TLS1_2_VERSION / TLS1_3_VERSION are; the config checked them. */
+  if (SSL_CTX_set_min_proto_version(ctx, cfg->tls_min ? cfg->tls_min : TLS1_2_VERSION) != 1 ||
+      SSL_CTX_set_max_proto_version(ctx, cfg->tls_max) != 1) {
+    ssl_reason(why, sizeof why, "unsupported");
+    snprintf(detail, detail_size, "cannot limit TLS to versions %s..%s: %s",
+             version_label(cfg->tls_min ? cfg->tls_min : TLS1_2_VERSION),
+             cfg->tls_max ? version_label(cfg->tls_max) : "newest", why);
+    goto fail;
+  }
+  /* A server asking to renegotiate would change tls-unique under SCRAM's
+   * feet; compression invites CRIME. */
+  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+  if (!(cfg->flags & EPODE_CFG_TLS_NO_VERIFY)) {
+    int ok = cfg->cafile ? SSL_CTX_load_verify_locations(ctx, cfg->cafile, NULL)
+                         : SSL_CTX_set_default_verify_paths(ctx);
+    if (ok != 1) {
+      ssl_reason(why, sizeof why, "unknown error");
+      if (cfg->cafile)
+        snprintf(detail, detail_size, "cannot load the CA file %s: %s", cfg->cafile, why);
+      else
+        snprintf(detail, detail_size, "cannot load the system CA store: %s", why);
+      goto fail;
+    }
+  }
+  /* Before SSL_new, which copies the context's certificate and key. */
+  if (epode__config_has_client_cert(cfg)) {
+    epode_err e = epode__tls_load_client_cert(ctx, cfg, detail, detail_size);
+    if (e) {
+      *err = e;
+      goto fail;
+    }
+  }
+  return ctx;
+fail:
+  SSL_CTX_free(ctx);
+  return NULL;
+}
+
+static uint64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* The configuration's shared context, made now if there is none yet or it
+ * is older than its holder's max age; one reference for the caller. A
+ * context that could not be made is not remembered: the next connection
+ * tries again (the CA file may have been fixed). */
+static SSL_CTX *shared_ctx(const epode_config *cfg, char *detail, size_t detail_size,
+                           epode_err *err) {
+  epode__tls_shared *sh = cfg->tls_shared;
+  if (!sh || !sh->lock_ok) return make_ctx(cfg, detail, detail_size, err);
+  pthread_mutex_lock(&sh->lock);
+  uint64_t now = mono_ms();
+  SSL_CTX *ctx = sh->ctx;
+  if (!ctx || now - sh->made_ms >= sh->max_age_ms) {
+    if ((ctx = make_ctx(cfg, detail, detail_size, err))) {
+      SSL_CTX_free(sh->ctx); /* connections using the old one keep their reference */
+      sh->ctx = ctx;
+      sh->made_ms = now;
+    }
+  }
+  if (ctx && SSL_CTX_up_ref(ctx) != 1) {
+    snprintf(detail, detail_size, "cannot share the TLS context");
+    *err = EPODE_ERR_NOMEM;
+    ctx = NULL;
+  }
+  pthread_mutex_unlock(&sh->lock);
+  return ctx;
+}
+
 epode_err epode__tls_new(epode__tls **out, const epode_config *cfg, const char *name, int direct,
                          char *detail, size_t detail_size) {
   if (!out || !cfg || !name || !detail || !detail_size) return EPODE_ERR_INVAL;
@@ -90,45 +175,9 @@ epode_err epode__tls_new(epode__tls **out, const epode_config *cfg, const char *
   epode_err err = EPODE_ERR_TLS;
 
   ERR_clear_error();
-  t->ctx = SSL_CTX_new(TLS_client_method());
-  if (!t->ctx) {
-    ssl_reason(why, sizeof why, "out of memory");
-    snprintf(detail, detail_size, "cannot create the TLS context: %s", why);
-    goto fail;
-  }
-  /* tls_min/tls_max are the wire values (0x0303, 0x0304), which is what
-   * OpenSSL's TLS1_2_VERSION / TLS1_3_VERSION are; the config checked them. */
-  if (SSL_CTX_set_min_proto_version(t->ctx, cfg->tls_min ? cfg->tls_min : TLS1_2_VERSION) != 1 ||
-      SSL_CTX_set_max_proto_version(t->ctx, cfg->tls_max) != 1) {
-    ssl_reason(why, sizeof why, "unsupported");
-    snprintf(detail, detail_size, "cannot limit TLS to versions %s..%s: %s",
-             version_label(cfg->tls_min ? cfg->tls_min : TLS1_2_VERSION),
-             cfg->tls_max ? version_label(cfg->tls_max) : "newest", why);
-    goto fail;
-  }
-  /* A server asking to renegotiate would change tls-unique under SCRAM's
-   * feet; compression invites CRIME. */
-  SSL_CTX_set_options(t->ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
-  SSL_CTX_set_session_cache_mode(t->ctx, SSL_SESS_CACHE_OFF);
-  if (t->verify) {
-    int ok = cfg->cafile ? SSL_CTX_load_verify_locations(t->ctx, cfg->cafile, NULL)
-                         : SSL_CTX_set_default_verify_paths(t->ctx);
-    if (ok != 1) {
-      ssl_reason(why, sizeof why, "unknown error");
-      if (cfg->cafile)
-        snprintf(detail, detail_size, "cannot load the CA file %s: %s", cfg->cafile, why);
-      else
-        snprintf(detail, detail_size, "cannot load the system CA store: %s", why);
-      goto fail;
-    }
-  }
-
-  /* Before SSL_new, which copies the context's certificate and key. */
-  if (epode__config_has_client_cert(cfg)) {
-    err = epode__tls_load_client_cert(t->ctx, cfg, detail, detail_size);
-    if (err) goto fail;
-    err = EPODE_ERR_TLS;
-  }
+  t->ctx = shared_ctx(cfg, detail, detail_size, &err);
+  if (!t->ctx) goto fail;
+  err = EPODE_ERR_TLS;
 
   t->ssl = SSL_new(t->ctx);
   /* An idle connection gives its ~34 KiB of record buffers back. */
@@ -191,6 +240,8 @@ fail:
   epode__tls_free(t);
   return err;
 }
+
+const void *epode__tls_context(const epode__tls *t) { return t ? t->ctx : NULL; }
 
 void epode__tls_free(epode__tls *t) {
   if (!t) return;

@@ -3,6 +3,8 @@
 #include <string.h>
 
 #include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <stdatomic.h>
 
 #include "epode_limits.h"
 #include "util/alloc.h"
@@ -20,6 +22,38 @@ int epode__random_default(void *ud, unsigned char *buf, size_t len) {
   }
   return 0;
 }
+
+/* ------------------------------------------------------------ TLS context */
+
+epode__tls_shared *epode__tls_shared_new(const epode_mem *mem) {
+  epode__tls_shared *sh = epode__calloc(mem, sizeof *sh);
+  if (!sh) return NULL;
+  atomic_init(&sh->refs, 1u);
+  sh->mem = *epode__mem_or_default(mem);
+  sh->max_age_ms = EPODE__TLS_CTX_MAX_AGE_MS;
+  sh->lock_ok = pthread_mutex_init(&sh->lock, NULL) == 0;
+  return sh;
+}
+
+epode__tls_shared *epode__tls_shared_ref(epode__tls_shared *sh) {
+  if (sh) atomic_fetch_add(&sh->refs, 1u);
+  return sh;
+}
+
+void epode__tls_shared_unref(epode__tls_shared *sh) {
+  if (!sh || atomic_fetch_sub(&sh->refs, 1u) != 1u) return;
+  SSL_CTX_free(sh->ctx);
+  if (sh->lock_ok) pthread_mutex_destroy(&sh->lock);
+  epode_mem mem = sh->mem;
+  epode__free(&mem, sh);
+}
+
+void epode__config_tls_changed(epode_config *c) {
+  epode__tls_shared_unref(c->tls_shared);
+  c->tls_shared = epode__tls_shared_new(&c->mem);
+}
+
+/* ------------------------------------------------------------ config */
 
 epode_err epode_config_new(epode_config **out, const epode_mem *mem) {
   if (!out) return EPODE_ERR_INVAL;
@@ -50,6 +84,10 @@ epode_err epode_config_new(epode_config **out, const epode_mem *mem) {
   c->ka_timeout_ms = EPODE_DEFAULT_KEEPALIVE_TIMEOUT;
   c->rc_initial_ms = EPODE_DEFAULT_RECONNECT_INITIAL;
   c->rc_max_ms = EPODE_DEFAULT_RECONNECT_MAX;
+  if (!(c->tls_shared = epode__tls_shared_new(&c->mem))) {
+    epode__free(&c->mem, c);
+    return EPODE_ERR_NOMEM;
+  }
   *out = c;
   return EPODE_OK;
 }
@@ -74,6 +112,7 @@ void epode_config_free(epode_config *c) {
   epode__free_secret(&mem, c->client_p12_pw);
   if (c->scram_keys) epode__wipe(c->scram_keys, sizeof *c->scram_keys);
   epode__free(&mem, c->scram_keys);
+  epode__tls_shared_unref(c->tls_shared);
   epode__free(&mem, c);
 }
 
@@ -131,6 +170,9 @@ epode_err epode_config_clone(epode_config **out, const epode_config *src) {
   c->random_fn = src->random_fn;
   c->random_ud = src->random_ud;
   c->sasl_fallback = src->sasl_fallback;
+  /* Same TLS settings: the same context (an unshared source stays so). */
+  epode__tls_shared_unref(c->tls_shared);
+  c->tls_shared = epode__tls_shared_ref(src->tls_shared);
   if (src->scram_keys) {
     if (!(c->scram_keys = epode__alloc(&c->mem, sizeof *c->scram_keys))) goto nomem;
     memcpy(c->scram_keys, src->scram_keys, sizeof *c->scram_keys);
@@ -194,6 +236,7 @@ epode_err epode_config_set_tls_versions(epode_config *c, int min, int max) {
   if ((min && min != 0x0303 && min != 0x0304) || (max && max != 0x0303 && max != 0x0304) ||
       (min && max && min > max))
     return EPODE_ERR_INVAL;
+  if (min != c->tls_min || max != c->tls_max) epode__config_tls_changed(c);
   c->tls_min = min;
   c->tls_max = max;
   return EPODE_OK;
@@ -247,12 +290,16 @@ epode_transport epode_config_transport(const epode_config *c) { return c->transp
 
 epode_err epode_config_set_cafile(epode_config *c, const char *path) {
   if (!c) return EPODE_ERR_INVAL;
-  return set_str(c, &c->cafile, path);
+  epode_err e = set_str(c, &c->cafile, path);
+  /* Even with the same path: setting it again reads the file again. */
+  if (!e) epode__config_tls_changed(c);
+  return e;
 }
 
 epode_err epode_config_set_flags(epode_config *c, unsigned flags) {
   if (!c || (flags & ~(unsigned)(EPODE_CFG_ALLOW_PLAINTEXT | EPODE_CFG_TLS_NO_VERIFY)))
     return EPODE_ERR_INVAL;
+  if ((flags ^ c->flags) & EPODE_CFG_TLS_NO_VERIFY) epode__config_tls_changed(c);
   c->flags = flags;
   return EPODE_OK;
 }

@@ -157,6 +157,7 @@ epode_err epode_config_set_client_cert(epode_config *c, const char *cert, const 
     set(c, &c->client_p12, NULL, 0);
     set(c, &c->client_p12_pw, NULL, 1);
   }
+  epode__config_tls_changed(c);
   return e;
 }
 
@@ -168,6 +169,7 @@ epode_err epode_config_set_client_pkcs12(epode_config *c, const char *p12, const
     set(c, &c->client_cert, NULL, 0);
     set(c, &c->client_key, NULL, 0);
   }
+  epode__config_tls_changed(c);
   return e;
 }
 

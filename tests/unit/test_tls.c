@@ -4,12 +4,14 @@
  * saw them, channel-binding values compared with what the server side
  * computes itself, the configured TLS version range, and hostile bytes.
  * (Client certificates: test_client_cert.c.) */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -260,6 +262,176 @@ static void test_bad_cafile(void **state) {
   epode_config_free(cfg);
 }
 
+static epode_config *copy_of(const epode_config *cfg) {
+  epode_config *c;
+  assert_int_equal(epode_config_clone(&c, cfg), EPODE_OK);
+  return c;
+}
+
+/* A connection from `cfg`: its context. The connections are kept until
+ * release_held(), so that no context compared is freed (and its address
+ * reused) in between. */
+static epode__tls *held[32];
+static size_t n_held;
+
+static const void *context_of(const epode_config *cfg) {
+  epode__tls *t = NULL;
+  char detail[512];
+  assert_int_equal(epode__tls_new(&t, cfg, "localhost", 0, detail, sizeof detail), EPODE_OK);
+  assert_true(n_held < sizeof held / sizeof *held);
+  held[n_held++] = t;
+  return epode__tls_context(t);
+}
+
+static void release_held(void) {
+  while (n_held)
+    epode__tls_free(held[--n_held]);
+}
+
+/* One TLS context per configuration and its copies (every session's): made
+ * at the first connection, used by the next ones; a copy made after a TLS
+ * setting changed gets its own; made again after its maximum age; a
+ * context that could not be made is not remembered. */
+static void test_shared_context(void **state) {
+  epode_config *cfg;
+  assert_int_equal(epode_config_new(&cfg, NULL), EPODE_OK);
+  assert_int_equal(epode_config_set_cafile(cfg, ca_path), EPODE_OK);
+  pair a, b;
+  pair_init_cfg(&a, copy_of(cfg), &leaf, NULL, 0, 0, "localhost", 0);
+  pair_init_cfg(&b, copy_of(cfg), &leaf, NULL, 0, 0, "localhost", 1);
+  assert_non_null(epode__tls_context(a.cli));
+  assert_ptr_equal(epode__tls_context(a.cli), epode__tls_context(b.cli));
+  /* Each connection still verifies its own peer, with its own name and
+   * ALPN: the shared part is the context only. */
+  assert_int_equal(handshake(&a), EPODE__TLS_DONE);
+  assert_int_equal(handshake(&b), EPODE__TLS_DONE);
+  assert_int_equal(a.alpn_len, 0);
+  assert_int_equal(b.alpn_len, 12);
+  pair wrong;
+  pair_init_cfg(&wrong, copy_of(cfg), &leaf, NULL, 0, 0, "example.org", 0);
+  assert_ptr_equal(epode__tls_context(wrong.cli), epode__tls_context(a.cli));
+  assert_int_equal(handshake(&wrong), EPODE_ERR_TLS_VERIFY);
+  assert_non_null(strstr(epode__tls_detail(wrong.cli), "hostname mismatch"));
+  pair_free(&wrong);
+  const void *shared = epode__tls_context(a.cli);
+
+  /* Changing a TLS setting: copies made from then on get a new context;
+   * the copies made before keep theirs (it matches their settings). */
+  epode_config *before = copy_of(cfg);
+  assert_int_equal(epode_config_set_tls_versions(cfg, 0x0304, 0), EPODE_OK);
+  epode_config *after = copy_of(cfg);
+  const void *c_after = context_of(after);
+  assert_ptr_not_equal(c_after, shared);
+  assert_ptr_equal(context_of(before), shared);
+  assert_ptr_equal(context_of(after), c_after);
+  /* The same for the CA file (even the same path: set again, read again),
+   * verification and the client certificate. */
+  assert_int_equal(epode_config_set_cafile(cfg, ca_path), EPODE_OK);
+  epode_config *c1 = copy_of(cfg);
+  const void *k1 = context_of(c1);
+  assert_ptr_not_equal(k1, c_after);
+  assert_int_equal(epode_config_set_flags(cfg, EPODE_CFG_TLS_NO_VERIFY), EPODE_OK);
+  epode_config *c2 = copy_of(cfg);
+  const void *k2 = context_of(c2);
+  assert_ptr_not_equal(k2, k1);
+  /* Flags that are not about TLS change nothing. */
+  assert_int_equal(epode_config_set_flags(cfg, EPODE_CFG_TLS_NO_VERIFY | EPODE_CFG_ALLOW_PLAINTEXT),
+                   EPODE_OK);
+  epode_config *c3 = copy_of(cfg);
+  assert_ptr_equal(context_of(c3), k2);
+
+  /* Past its maximum age the context is made again (a CA file changed on
+   * disk is read again); connections still using the old one keep it. */
+  before->tls_shared->max_age_ms = 0;
+  epode__tls *old = NULL;
+  char detail[512];
+  assert_int_equal(epode__tls_new(&old, before, "localhost", 0, detail, sizeof detail), EPODE_OK);
+  const void *renewed = context_of(before);
+  assert_ptr_not_equal(renewed, epode__tls_context(old));
+  epode__tls_free(old);
+  /* Connections hold their context, not the configuration's holder: the
+   * template goes first, then each copy after its connections. */
+  epode_config_free(cfg);
+  release_held();
+  epode_config *copies[] = {before, after, c1, c2, c3};
+  for (size_t i = 0; i < 5; i++)
+    epode_config_free(copies[i]);
+  pair_free(&a);
+  pair_free(&b);
+
+  /* A CA file that could not be read is tried again at the next
+   * connection: once it is there, it works. */
+  char path[64];
+  snprintf(path, sizeof path, "/tmp/epode-test-later-XXXXXX");
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  close(fd);
+  unlink(path);
+  assert_int_equal(epode_config_new(&cfg, NULL), EPODE_OK);
+  assert_int_equal(epode_config_set_cafile(cfg, path), EPODE_OK);
+  epode_config *c = copy_of(cfg);
+  epode__tls *t = (epode__tls *)1;
+  assert_int_equal(epode__tls_new(&t, c, "localhost", 0, detail, sizeof detail), EPODE_ERR_TLS);
+  assert_null(t);
+  assert_non_null(strstr(detail, path));
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  assert_true(PEM_write_X509(f, ca.cert) == 1);
+  fclose(f);
+  pair ok;
+  pair_init_cfg(&ok, c, &leaf, NULL, 0, 0, "localhost", 0);
+  assert_int_equal(handshake(&ok), EPODE__TLS_DONE);
+  pair_free(&ok);
+  epode_config_free(cfg);
+  unlink(path);
+}
+
+/* Connections made at once on several threads from copies of one
+ * configuration share one context. */
+typedef struct ctx_job {
+  const epode_config *cfg;
+  const void *seen[16];
+} ctx_job;
+
+static void *ctx_worker(void *arg) {
+  ctx_job *j = arg;
+  for (size_t i = 0; i < 16; i++) {
+    epode_config *c;
+    if (epode_config_clone(&c, j->cfg)) return NULL;
+    epode__tls *t = NULL;
+    char detail[512];
+    if (epode__tls_new(&t, c, "localhost", 0, detail, sizeof detail) == EPODE_OK)
+      j->seen[i] = epode__tls_context(t);
+    epode__tls_free(t);
+    epode_config_free(c);
+  }
+  return NULL;
+}
+
+static void test_shared_context_threads(void **state) {
+  epode_config *cfg;
+  assert_int_equal(epode_config_new(&cfg, NULL), EPODE_OK);
+  assert_int_equal(epode_config_set_cafile(cfg, ca_path), EPODE_OK);
+  /* Kept alive by one connection, so no thread frees it in between. */
+  epode__tls *keep = NULL;
+  char detail[512];
+  assert_int_equal(epode__tls_new(&keep, cfg, "localhost", 0, detail, sizeof detail), EPODE_OK);
+  ctx_job jobs[4];
+  pthread_t th[4];
+  memset(jobs, 0, sizeof jobs);
+  for (size_t k = 0; k < 4; k++) {
+    jobs[k].cfg = cfg;
+    assert_int_equal(pthread_create(&th[k], NULL, ctx_worker, &jobs[k]), 0);
+  }
+  for (size_t k = 0; k < 4; k++)
+    assert_int_equal(pthread_join(th[k], NULL), 0);
+  for (size_t k = 0; k < 4; k++)
+    for (size_t i = 0; i < 16; i++)
+      assert_ptr_equal(jobs[k].seen[i], epode__tls_context(keep));
+  epode__tls_free(keep);
+  epode_config_free(cfg);
+}
+
 static void test_min_version_tls12(void **state) {
   /* A server that only speaks TLS 1.1 is refused. */
   pair p;
@@ -344,6 +516,8 @@ int main(void) {
       cmocka_unit_test(test_data_and_close_notify),
       cmocka_unit_test(test_corrupt_record_after_handshake),
       cmocka_unit_test(test_bad_cafile),
+      cmocka_unit_test(test_shared_context),
+      cmocka_unit_test(test_shared_context_threads),
       cmocka_unit_test(test_min_version_tls12),
       cmocka_unit_test(test_tls_max_12),
       cmocka_unit_test(test_tls_only_13),
