@@ -40,7 +40,7 @@ typedef struct tgt_result {
 struct epode__dns {
   const epode_config *cfg;
   const epode_mem *mem;
-  ares_channel ch;
+  ares_channel ch; /* made at the first query (see channel()) */
   int ch_ok;
   epode__dns_sock_fn sock_fn;
   void *sock_ud;
@@ -66,6 +66,7 @@ struct epode__dns {
 
   srv_rec *targets;
   size_t ntargets;
+  size_t ntab; /* entries of targets, tgt_ctx and tgt */
   qctx *tgt_ctx;
   tgt_result *tgt;
 
@@ -98,26 +99,29 @@ epode_err epode__dns_new(epode__dns **out, const epode_config *cfg, epode__dns_s
                          void *ud) {
   if (!out || !cfg) return EPODE_ERR_INVAL;
   *out = NULL;
+  /* Tables and the c-ares channel come when a lookup needs them: a
+   * connection to an IP literal needs neither (a channel is ~70 KiB, the
+   * tables for 32 SRV targets ~40 KiB, per login in flight). */
   epode__dns *d = epode__calloc(&cfg->mem, sizeof *d);
   if (!d) return EPODE_ERR_NOMEM;
   d->cfg = cfg;
   d->mem = &cfg->mem;
   d->sock_fn = fn;
   d->sock_ud = ud;
-  d->recs = epode__calloc(d->mem, EPODE__MAX_SRV_TARGETS * sizeof *d->recs);
-  d->targets = epode__calloc(d->mem, EPODE__MAX_SRV_TARGETS * sizeof *d->targets);
-  d->tgt_ctx = epode__calloc(d->mem, EPODE__MAX_SRV_TARGETS * sizeof *d->tgt_ctx);
-  d->tgt = epode__calloc(d->mem, EPODE__MAX_SRV_TARGETS * sizeof *d->tgt);
-  d->addrs = epode__calloc(d->mem, EPODE__MAX_ADDRS * sizeof *d->addrs);
-  if (!d->recs || !d->targets || !d->tgt_ctx || !d->tgt || !d->addrs) {
-    epode__dns_free(d);
-    return EPODE_ERR_NOMEM;
-  }
+  for (int k = 0; k < 2; k++)
+    d->srv_ctx[k] = (qctx){d, (size_t)k};
+  *out = d;
+  return EPODE_OK;
+}
 
+/* The c-ares channel, made at the first query; 0 if it could not be (its
+ * reason in *why). */
+static int channel(epode__dns *d, const char **why) {
+  if (d->ch_ok) return 1;
   /* Each try gets a quarter of the connect timeout (at most 5 s, c-ares'
    * default), two tries per server: with one server c-ares gives up within
    * ~3/4 of the bound, and our own deadline enforces the rest. */
-  uint32_t total = cfg->timeouts[EPODE_TIMEOUT_CONNECT];
+  uint32_t total = d->cfg->timeouts[EPODE_TIMEOUT_CONNECT];
   int per_try = total ? (int)(total / 4) : 5000;
   if (per_try > 5000) per_try = 5000;
   if (per_try < 100) per_try = 100;
@@ -132,16 +136,24 @@ epode_err epode__dns_new(epode__dns **out, const epode_config *cfg, epode__dns_s
   int st = ares_init_options(
       &d->ch, &opt, ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_FLAGS);
   if (st != ARES_SUCCESS) {
-    epode__dns_free(d);
-    return st == ARES_ENOMEM ? EPODE_ERR_NOMEM : EPODE_ERR_DNS;
+    if (why) *why = ares_strerror(st);
+    return 0;
   }
   d->ch_ok = 1;
-  for (int k = 0; k < 2; k++)
-    d->srv_ctx[k] = (qctx){d, (size_t)k};
-  for (size_t i = 0; i < EPODE__MAX_SRV_TARGETS; i++)
+  return 1;
+}
+
+/* The target tables for n targets (and, for SRV, as many records). */
+static int tables(epode__dns *d, size_t n, int srv) {
+  d->targets = epode__calloc(d->mem, n * sizeof *d->targets);
+  d->tgt_ctx = epode__calloc(d->mem, n * sizeof *d->tgt_ctx);
+  d->tgt = epode__calloc(d->mem, n * sizeof *d->tgt);
+  if (srv) d->recs = epode__calloc(d->mem, n * sizeof *d->recs);
+  if (!d->targets || !d->tgt_ctx || !d->tgt || (srv && !d->recs)) return 0;
+  d->ntab = n;
+  for (size_t i = 0; i < n; i++)
     d->tgt_ctx[i] = (qctx){d, i};
-  *out = d;
-  return EPODE_OK;
+  return 1;
 }
 
 void epode__dns_free(epode__dns *d) {
@@ -151,7 +163,7 @@ void epode__dns_free(epode__dns *d) {
    * closed through sock_state_cb. */
   if (d->ch_ok) ares_destroy(d->ch);
   if (d->tgt)
-    for (size_t i = 0; i < EPODE__MAX_SRV_TARGETS; i++)
+    for (size_t i = 0; i < d->ntab; i++)
       epode__free(d->mem, d->tgt[i].addrs);
   epode__free(d->mem, d->recs);
   epode__free(d->mem, d->targets);
@@ -163,6 +175,9 @@ void epode__dns_free(epode__dns *d) {
 
 epode_err epode__dns_set_servers(epode__dns *d, const char *csv) {
   if (!d || !csv) return EPODE_ERR_INVAL;
+  /* The channel now, to check the list (a literal host then makes no
+   * query through it). */
+  if (!channel(d, NULL)) return EPODE_ERR_NOMEM;
   return ares_set_servers_ports_csv(d->ch, csv) == ARES_SUCCESS ? EPODE_OK : EPODE_ERR_INVAL;
 }
 
@@ -190,8 +205,18 @@ static void addr_done(epode__dns *d) {
     return;
   }
   d->naddrs = 0;
+  size_t total = 0;
+  for (size_t i = 0; i < d->ntargets; i++)
+    total += d->tgt[i].n;
+  if (total > EPODE__MAX_ADDRS) total = EPODE__MAX_ADDRS;
+  if (total && !(d->addrs = epode__calloc(d->mem, total * sizeof *d->addrs))) {
+    d->err = EPODE_ERR_NOMEM;
+    snprintf(d->detail, sizeof d->detail, "out of memory");
+    finish(d, EPODE_ERR_NOMEM);
+    return;
+  }
   for (size_t i = 0; i < d->ntargets; i++) {
-    for (size_t j = 0; j < d->tgt[i].n && d->naddrs < EPODE__MAX_ADDRS; j++)
+    for (size_t j = 0; j < d->tgt[i].n && d->naddrs < total; j++)
       d->addrs[d->naddrs++] = d->tgt[i].addrs[j];
   }
   if (d->naddrs) {
@@ -310,6 +335,13 @@ static void resolve_targets(epode__dns *d) {
     hints.ai_protocol = IPPROTO_TCP;
     hints.ai_flags = ARES_AI_NUMERICSERV;
     epode__log(d->cfg, EPODE_LOG_DEBUG, "net", "resolving %s (port %s)", d->targets[i].host, port);
+    const char *why = NULL;
+    if (!channel(d, &why)) {
+      epode__log(d->cfg, EPODE_LOG_INFO, "net", "cannot start the DNS resolver: %s", why);
+      d->tgt[i].status = ARES_ENOMEM;
+      d->pending--;
+      continue;
+    }
     /* May call back at once (IP literals, /etc/hosts, errors). */
     ares_getaddrinfo(d->ch, d->targets[i].host, port, &hints, addrinfo_cb, &d->tgt_ctx[i]);
   }
@@ -478,6 +510,7 @@ epode_err epode__dns_start(epode__dns *d, const char *domain, epode_tls_mode mod
   uint32_t t = d->cfg->timeouts[EPODE_TIMEOUT_CONNECT];
   d->deadline = t ? now_ms + t : 0;
 
+  if (!tables(d, host ? 1 : EPODE__MAX_SRV_TARGETS, !host)) return EPODE_ERR_NOMEM;
   if (host) {
     srv_rec *r = &d->targets[0];
     snprintf(r->host, sizeof r->host, "%s", host);
@@ -490,6 +523,11 @@ epode_err epode__dns_start(epode__dns *d, const char *domain, epode_tls_mode mod
     return EPODE_OK;
   }
 
+  const char *why = NULL;
+  if (!channel(d, &why)) {
+    failf(d, "cannot start the DNS resolver: %s", why);
+    return EPODE_OK;
+  }
   d->phase = PH_SRV;
   static const char *const svc[2] = {"_xmpps-client._tcp.", "_xmpp-client._tcp."};
   d->srv[KIND_XMPPS].asked = mode != EPODE_TLS_STARTTLS;
@@ -509,12 +547,12 @@ static void check_deadline(epode__dns *d, uint64_t now_ms) {
   /* Cancelling runs every pending callback with ARES_ECANCELLED, which ends
    * the phase; timed_out turns that into the timeout error. */
   d->timed_out = 1;
-  ares_cancel(d->ch);
+  if (d->ch_ok) ares_cancel(d->ch);
   if (d->phase != PH_DONE) failf(d, "DNS lookup for %s timed out", d->domain);
 }
 
 void epode__dns_process_fd(epode__dns *d, int fd, unsigned events, uint64_t now_ms) {
-  if (!d || d->phase == PH_DONE) return;
+  if (!d || d->phase == PH_DONE || !d->ch_ok) return;
   ares_process_fd(d->ch, (events & EPODE_IO_READ) ? (ares_socket_t)fd : ARES_SOCKET_BAD,
                   (events & EPODE_IO_WRITE) ? (ares_socket_t)fd : ARES_SOCKET_BAD);
   check_deadline(d, now_ms);
@@ -522,14 +560,14 @@ void epode__dns_process_fd(epode__dns *d, int fd, unsigned events, uint64_t now_
 
 void epode__dns_process_timeout(epode__dns *d, uint64_t now_ms) {
   if (!d || d->phase == PH_DONE) return;
-  ares_process_fd(d->ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+  if (d->ch_ok) ares_process_fd(d->ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
   check_deadline(d, now_ms);
 }
 
 int64_t epode__dns_deadline(const epode__dns *d, uint64_t now_ms) {
   if (!d || d->phase == PH_DONE || d->phase == PH_IDLE) return -1;
   int64_t best = d->deadline ? (int64_t)d->deadline : -1;
-  struct timeval tv, *tvp = ares_timeout(d->ch, NULL, &tv);
+  struct timeval tv, *tvp = d->ch_ok ? ares_timeout(d->ch, NULL, &tv) : NULL;
   if (tvp) {
     /* Round up so we never wake a millisecond before c-ares is due. */
     int64_t ms = (int64_t)tvp->tv_sec * 1000 + (tvp->tv_usec + 999) / 1000;
@@ -538,6 +576,8 @@ int64_t epode__dns_deadline(const epode__dns *d, uint64_t now_ms) {
   }
   return best;
 }
+
+int epode__dns_has_channel(const epode__dns *d) { return d && d->ch_ok; }
 
 int epode__dns_done(const epode__dns *d) { return d && d->phase == PH_DONE; }
 

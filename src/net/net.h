@@ -68,6 +68,9 @@ void epode__dns_process_fd(epode__dns *d, int fd, unsigned events, uint64_t now_
 void epode__dns_process_timeout(epode__dns *d, uint64_t now_ms);
 /* Absolute time it next needs process_timeout, or -1. */
 int64_t epode__dns_deadline(const epode__dns *d, uint64_t now_ms);
+/* For tests: 1 if the resolver has made its c-ares channel (it does at the
+ * first query, or when given servers). */
+int epode__dns_has_channel(const epode__dns *d);
 /* 1 once finished (then epode__dns_result tells how). */
 int epode__dns_done(const epode__dns *d);
 /* EPODE_OK with the address list in order of preference, or EPODE_ERR_DNS /

@@ -20,6 +20,7 @@
 
 #include <cmocka.h>
 
+#include "failmem.h"
 #include "net/net.h"
 #include "test_net_support.h"
 #include "util/config_int.h"
@@ -391,6 +392,49 @@ static void test_configured_host(void **state) {
   env_free(&e);
 }
 
+/* A connection to an IP literal makes neither a c-ares channel nor the
+ * tables for 32 SRV targets: the resolver is small while a login is in
+ * flight. A name makes the channel at its first query. */
+static void test_literal_costs_little(void **state) {
+  epode_test_failmem f;
+  epode_test_failmem_init(&f, 0);
+  epode_config *cfg;
+  assert_int_equal(epode_config_new(&cfg, &f.mem), EPODE_OK);
+  epode__dns *d;
+  f.biggest = 0;
+  long before = f.live;
+  assert_int_equal(epode__dns_new(&d, cfg, NULL, NULL), EPODE_OK);
+  assert_false(epode__dns_has_channel(d));
+  epode__dns_start(d, "example.test", EPODE_TLS_STARTTLS, "192.0.2.7", 0, epode_now_ms());
+  assert_true(epode__dns_done(d));
+  const epode__addr *a;
+  size_t n;
+  const char *detail;
+  assert_int_equal(epode__dns_result(d, &a, &n, &detail), EPODE_OK);
+  assert_int_equal(n, 1);
+  expect_addr(&a[0], "192.0.2.7", 5222, 0, "192.0.2.7");
+  assert_false(epode__dns_has_channel(d));
+  /* The resolver (~2 KiB, mostly its error text), one target, one address:
+   * nothing near the 25 KiB of a 64-address table. */
+  if (f.biggest >= 4096) fail_msg("largest block %zu bytes", f.biggest);
+  assert_true(f.live - before <= 6);
+  epode__dns_free(d);
+  assert_int_equal(f.live, before);
+
+  /* A name needs a query: the channel comes with it (and goes with the
+   * resolver). */
+  env e;
+  env_init(&e, 5000);
+  assert_true(epode__dns_has_channel(e.d)); /* given servers: made at once */
+  env_free(&e);
+  assert_int_equal(epode__dns_new(&d, cfg, NULL, NULL), EPODE_OK);
+  epode__dns_start(d, "example.test", EPODE_TLS_STARTTLS, "name.invalid", 0, epode_now_ms());
+  assert_true(epode__dns_has_channel(d));
+  epode__dns_free(d);
+  epode_config_free(cfg);
+  assert_int_equal(f.live, 0);
+}
+
 static void test_srv_many_priorities(void **state) {
   /* Eight targets at eight priorities come out in priority order. */
   const epode__addr *a;
@@ -424,6 +468,7 @@ int main(void) {
       cmocka_unit_test(test_malformed),
       cmocka_unit_test(test_timeout),
       cmocka_unit_test(test_configured_host),
+      cmocka_unit_test(test_literal_costs_little),
       cmocka_unit_test(test_srv_many_priorities),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
