@@ -362,10 +362,7 @@ static void test_shared_context(void **state) {
   /* A CA file that could not be read is tried again at the next
    * connection: once it is there, it works. */
   char path[64];
-  snprintf(path, sizeof path, "/tmp/epode-test-later-XXXXXX");
-  int fd = mkstemp(path);
-  assert_true(fd >= 0);
-  close(fd);
+  fclose(t_tmpfile(path, sizeof path, "later")); /* a fresh name, then no file */
   unlink(path);
   assert_int_equal(epode_config_new(&cfg, NULL), EPODE_OK);
   assert_int_equal(epode_config_set_cafile(cfg, path), EPODE_OK);
